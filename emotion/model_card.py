@@ -1,0 +1,80 @@
+"""The model card (README.md with Hub metadata) written beside a trained model."""
+
+from pathlib import Path
+
+from .labels import LABELS
+
+
+def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
+    """Write `folder/README.md` from the model's config.json and metrics.json contents."""
+    training = config["training"]
+    rows = "\n".join(
+        f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for label, m in metrics["per_class"].items()
+    )
+    text = f"""---
+library_name: keras
+pipeline_tag: image-classification
+license: other
+license_name: research-only-data
+tags:
+- facial-expression-recognition
+- emotion-recognition
+- fer2013
+- keras
+metrics:
+- accuracy
+- f1
+---
+
+# Facial emotion classifier ({config['architecture']}, FER2013)
+
+Classifies a 48x48 grayscale face crop into the 7 FER2013 emotions: {', '.join(LABELS)}.
+It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` finds faces, crops them and calls it.
+
+## Validation metrics (FER2013 PublicTest, {metrics['samples']} images)
+
+| metric | value |
+|---|---|
+| accuracy | {metrics['accuracy']:.4f} |
+| accuracy without test-time flip | {metrics.get('accuracy_without_tta', float('nan')):.4f} |
+| macro F1 | {metrics['macro_f1']:.4f} |
+| weighted F1 | {metrics['weighted_f1']:.4f} |
+| cross-entropy loss | {metrics['loss']:.4f} |
+| expected calibration error (before -> after temperature {config['temperature']:.2f}) | {metrics.get('ece_before_calibration', float('nan')):.4f} -> {metrics['ece']:.4f} |
+
+| label | precision | recall | F1 | support |
+|---|---|---|---|---|
+{rows}
+
+![confusion matrix](confusion_matrix.png)
+![training curves](training_curves.png)
+
+## Recipe
+
+- Architecture `{config['architecture']}`, {config['parameters']:,} parameters, input {config['input_size']}.
+- Optimizer {training['optimizer']} (lr {training['lr']}, weight decay {training['weight_decay']}), schedule {training['schedule']},
+  {training['epochs']} epochs (best epoch {training['best_epoch']}), batch {training['batch_size']},
+  label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
+  augmentation {training['augment']}, precision {training['precision']}, seed {training['seed']}.
+- Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
+- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
+- Reproduce: `python train.py --data fer2013 --arch {config['architecture']}` (see train.py for every setting).
+
+## Data
+
+FER2013 (Goodfellow et al., 2013): {training['train_images']:,} training images and {training['val_images']:,}
+validation (PublicTest) images; checkpoints were selected on validation only. FER2013 is licensed for research use,
+so this model inherits that restriction.
+
+## Intended use and limits
+
+- Intended for demos, research and education: showing which expression a face displays in a photo or video.
+- It reads facial *expressions*, not inner emotional states; expressions are culture- and context-dependent.
+- FER2013 is web-scraped, mostly frontal, and skewed in age, ethnicity and lighting; accuracy drops on faces unlike it
+  (profiles, occlusion, small or blurred faces, children). Disgust has few training examples.
+- Do not use it for decisions about people (hiring, policing, health, education assessment).
+"""
+    path = Path(folder) / "README.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,112 @@
+"""`EmotionRecognizer`: faces in, labelled boxes out. The public entry point of the package."""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import model_store
+from .annotate import annotate
+from .classifier import Classifier
+from .detect import DEFAULT_MIN_FACE, Box, FaceDetector, crop_face
+from .labels import LABELS
+from .preprocess import INPUT_SIZE, preprocess_face
+
+log = logging.getLogger(__name__)
+
+# FER2013 crops match the Haar box almost exactly: run on 322 val/ faces padded back into a larger frame, the
+# cascade's box was 1.01x the original crop (median) and centred on it. So crops use the box as it is.
+FACE_MARGIN = 0.0
+
+
+@dataclass(frozen=True)
+class Face:
+    """One classified face. `whole_image` is True when no face was detected and the image was taken as a crop."""
+
+    box: Box
+    label: str
+    confidence: float
+    probabilities: dict[str, float] = field(repr=False)
+    whole_image: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "box": list(self.box),
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": dict(self.probabilities),
+            "whole_image": self.whole_image,
+        }
+
+
+class EmotionRecognizer:
+    """Detects faces, classifies each into the 7 FER2013 emotions in one batched call, and draws the result."""
+
+    def __init__(self, classifier: Classifier, detector: FaceDetector | None = None, source: str = "memory"):
+        self.classifier = classifier
+        self.detector = detector or FaceDetector()
+        self.source = source
+
+    @classmethod
+    def load(
+        cls, repo_id: str | None = None, revision: str | None = None, min_face_size: int = DEFAULT_MIN_FACE
+    ) -> "EmotionRecognizer":
+        """Load from the Hub at a pinned revision, falling back to the bundled `models/` copy (see `model_store.load`)."""
+        loaded = model_store.load(repo_id, revision)
+        config = loaded.config
+        classifier = Classifier(loaded.model, tta=config.get("tta", "none"), temperature=config.get("temperature", 1.0))
+        recognizer = cls(classifier, FaceDetector(min_face_size), loaded.source)
+        recognizer.classify_faces(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 1), np.float32))  # trace once, not on request 1
+        return recognizer
+
+    def classify_faces(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 7) probabilities for preprocessed faces (N, 48, 48, 1)."""
+        return self.classifier.predict(faces)
+
+    def classify_boxes(self, rgb: np.ndarray, boxes: list[Box]) -> list[Face]:
+        """Classify the faces at `boxes` of an RGB image in one batched model call."""
+        if not boxes:
+            return []
+        batch = np.stack([preprocess_face(crop_face(rgb, box, FACE_MARGIN)) for box in boxes])
+        return [face_from_probs(box, probs) for box, probs in zip(boxes, self.classify_faces(batch))]
+
+    def detect(self, rgb: np.ndarray, min_face_size: int | None = None, crop_fallback: bool = True) -> list[Face]:
+        """Find and classify every face in an HxWx3 uint8 RGB image, largest first.
+
+        When no face is found but the image is itself a face crop, the whole image is classified and the
+        result is marked `whole_image=True`.
+        """
+        _check_image(rgb)
+        boxes = self.detector.detect(rgb, min_face_size)
+        if not boxes and crop_fallback and self.detector.looks_like_face_crop(rgb):
+            height, width = rgb.shape[:2]
+            whole = (0, 0, width, height)
+            probs = self.classify_faces(preprocess_face(rgb)[None])[0]
+            return [face_from_probs(whole, probs, whole_image=True)]
+        return self.classify_boxes(rgb, boxes)
+
+    def annotate(self, rgb: np.ndarray, faces: list[Face], min_side: int | None = None) -> np.ndarray:
+        """A new RGB image with each face's box and "label NN%" tag (see `emotion.annotate.annotate`)."""
+        return annotate(rgb, faces, min_side)
+
+
+def face_from_probs(box: Box, probs: np.ndarray, whole_image: bool = False) -> Face:
+    """A `Face` from its box and (7,) probabilities (renormalised to sum to 1)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    best = int(probs.argmax())
+    return Face(
+        box=tuple(int(v) for v in box),
+        label=LABELS[best],
+        confidence=float(probs[best]),
+        probabilities={label: float(p) for label, p in zip(LABELS, probs)},
+        whole_image=whole_image,
+    )
+
+
+def _check_image(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        shape = getattr(rgb, "shape", None)
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} {shape}")
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ValueError("the image is empty")
