@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from emotion.annotate import annotate
+from emotion.labels import COLORS
+from emotion.recognizer import face_from_probs
+
+
+def happy_face(box):
+    probs = np.full(7, 0.02)
+    probs[3] = 0.88
+    return face_from_probs(box, probs)
+
+
+@pytest.mark.parametrize("size", [(48, 48), (480, 640), (2160, 3840)])
+def test_box_and_tag_in_the_emotion_colour_at_every_size(size):
+    h, w = size
+    image = np.zeros((h, w, 3), np.uint8)
+    box = (w // 4, h // 4, w // 2, h // 2)
+    out = annotate(image, [happy_face(box)])
+    assert out.shape == image.shape
+    colour_pixels = np.all(out == COLORS["happy"], axis=2).sum()
+    assert colour_pixels > 0.004 * h * w  # box outline plus filled tag
+    # the tag's text is drawn inside the tag: dark pixels on the yellow tag exist
+    assert np.all(out == 0, axis=2).sum() < h * w
+
+
+def test_tag_height_scales_with_the_image():
+    small = annotate(np.zeros((480, 640, 3), np.uint8), [happy_face((200, 150, 200, 200))])
+    large = annotate(np.zeros((2160, 3840, 3), np.uint8), [happy_face((1200, 900, 1200, 1200))])
+    tag_rows = lambda img: np.all(img == COLORS["happy"], axis=2).sum(axis=1).astype(bool).sum()
+    assert tag_rows(large) > 3 * tag_rows(small)
+
+
+def test_min_side_enlarges_tiny_images():
+    out = annotate(np.zeros((48, 48, 3), np.uint8), [happy_face((0, 0, 48, 48))], min_side=256)
+    assert out.shape == (256, 256, 3)
+
+
+def test_grayscale_input_comes_back_rgb():
+    out = annotate(np.zeros((100, 100), np.uint8), [])
+    assert out.shape == (100, 100, 3)

@@ -1,0 +1,54 @@
+import cv2
+import numpy as np
+import pytest
+
+from emotion.detect import FaceDetector, crop_face
+from photos import grace_hopper_rgb
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+def test_finds_the_face_in_a_real_portrait(detector):
+    boxes = detector.detect(grace_hopper_rgb())
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    assert 130 < x + w / 2 < 400 and 100 < y + h / 2 < 330 and 150 < w < 300
+
+
+def test_boxes_map_back_to_full_size_pixels(detector):
+    photo = grace_hopper_rgb()
+    big = cv2.resize(photo, None, fx=3, fy=3)
+    (x, y, w, h), = detector.detect(photo)
+    (bx, by, bw, bh), = detector.detect(big, min_face_size=300)  # searched at 0.12x, mapped back
+    assert abs(bw / w - 3) < 0.4 and abs((bx + bw / 2) / (x + w / 2) - 3) < 0.3
+
+
+def test_min_face_size_filters_small_faces(detector):
+    assert detector.detect(grace_hopper_rgb(), min_face_size=400) == []
+    with pytest.raises(ValueError, match="at least"):
+        FaceDetector(min_face_size=10)
+
+
+def test_no_face_in_a_plain_gradient(detector):
+    gradient = np.tile(np.linspace(0, 255, 640, dtype=np.uint8), (480, 1))
+    assert detector.detect(np.dstack([gradient] * 3)) == []
+    assert not detector.looks_like_face_crop(np.dstack([gradient[:200, :200]] * 3))
+
+
+def test_a_tight_face_crop_is_recognised_as_such(detector):
+    photo = grace_hopper_rgb()
+    (x, y, w, h), = detector.detect(photo)
+    crop = cv2.resize(photo[y : y + h, x : x + w], (48, 48), interpolation=cv2.INTER_AREA)
+    assert detector.looks_like_face_crop(crop)
+
+
+def test_crop_face_is_square_and_pads_beyond_the_border():
+    image = np.arange(100 * 100 * 3, dtype=np.uint8).reshape(100, 100, 3)
+    assert crop_face(image, (10, 20, 30, 30), margin=0.0).shape == (30, 30, 3)
+    assert crop_face(image, (10, 20, 30, 20), margin=0.0).shape == (30, 30, 3)
+    edge = crop_face(image, (-10, -10, 40, 40), margin=0.25)
+    assert edge.shape == (60, 60, 3)
+    np.testing.assert_array_equal(edge[0, 0], image[0, 0])  # replicated corner

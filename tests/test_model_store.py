@@ -1,0 +1,103 @@
+import logging
+import shutil
+import time
+
+import keras
+import pytest
+from huggingface_hub import constants
+
+from emotion import model_store
+from emotion.model_store import BUNDLED_DIR, CONFIG_FILENAME, MODEL_FILENAME
+
+
+def test_bundled_model_loads_with_its_config():
+    loaded = model_store.load(repo_id="bundled")
+    assert loaded.source.startswith("bundled:")
+    assert loaded.model.output_shape == (None, 7)
+    assert loaded.config["labels"][3] == "happy"
+
+
+def test_unreachable_hub_falls_back_fast_and_says_so(caplog):
+    # No network here (as on CI): the quick reachability check spares huggingface_hub's retry loop.
+    started = time.time()
+    with caplog.at_level(logging.INFO, logger="emotion.model_store"):
+        loaded = model_store.load(repo_id="someone/missing-model", revision="v9")
+    assert loaded.source.startswith("bundled:")
+    assert time.time() - started < 15
+    assert "falling back to the bundled model" in caplog.text
+    assert "Using the bundled model" in caplog.text
+
+
+def test_offline_mode_falls_back(monkeypatch, caplog):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
+        assert model_store.load(repo_id="someone/model").source.startswith("bundled:")
+    assert "someone/model@v1" in caplog.text
+
+
+def fill_hub_cache(cache, repo_id, revision, model_file=BUNDLED_DIR / MODEL_FILENAME):
+    """Lay out a real huggingface_hub cache entry, as a past download would have left it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, snapshot / CONFIG_FILENAME)
+    shutil.copy(model_file, snapshot / MODEL_FILENAME)
+    (repo / "refs").mkdir()
+    (repo / "refs" / revision).write_text(commit)
+
+
+def test_offline_start_uses_the_cached_download(tmp_path, monkeypatch):
+    fill_hub_cache(tmp_path, "org/emotion", "v1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = model_store.load(repo_id="org/emotion", revision="v1")
+    assert loaded.source == "hub-cache:org/emotion@v1"
+    assert loaded.model.output_shape == (None, 7)
+
+
+def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog):
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes((BUNDLED_DIR / MODEL_FILENAME).read_bytes()[:1000])  # a partial download
+    fill_hub_cache(tmp_path / "cache", "org/emotion", "v1", model_file=broken)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
+        loaded = model_store.load(repo_id="org/emotion", revision="v1")
+    assert loaded.source.startswith("bundled:")
+    assert "falling back to the bundled model" in caplog.text
+
+
+def test_online_path_downloads_the_pinned_revision(tmp_path, monkeypatch):
+    # The Hub's servers cannot run here: stand in for hf_hub_download and the reachability check only.
+    calls = []
+
+    def fake_download(repo_id, filename, revision, local_files_only):
+        calls.append((repo_id, filename, revision, local_files_only))
+        target = tmp_path / filename
+        shutil.copy(BUNDLED_DIR / filename, target)
+        return str(target)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(model_store, "_hub_reachable", lambda timeout=2.0: True)
+    monkeypatch.setenv("EMOTION_MODEL_REPO", "org/emotion")
+    monkeypatch.setenv("EMOTION_MODEL_REVISION", "abc123")
+    loaded = model_store.load()
+    assert loaded.source == "hub:org/emotion@abc123"
+    assert {c[1] for c in calls} == {CONFIG_FILENAME, MODEL_FILENAME}
+    assert all(c[0] == "org/emotion" and c[2] == "abc123" and not c[3] for c in calls)
+
+
+def test_a_local_model_folder_can_be_named(tmp_path):
+    assert model_store.load(repo_id=str(BUNDLED_DIR)).source.startswith("local:")
+
+
+def test_unsafe_lambda_layers_are_refused(tmp_path):
+    inputs = keras.Input((48, 48, 1))
+    outputs = keras.layers.Dense(7)(keras.layers.Flatten()(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    keras.Model(inputs, outputs).save(tmp_path / MODEL_FILENAME)
+    shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, tmp_path / CONFIG_FILENAME)
+    with pytest.raises(ValueError, match="(?i)unsafe|lambda|safe_mode"):
+        model_store.load_model_dir(tmp_path)

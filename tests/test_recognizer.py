@@ -1,0 +1,71 @@
+import cv2
+import numpy as np
+import pytest
+
+from emotion import LABELS, EmotionRecognizer, Face
+from photos import grace_hopper_rgb
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    return EmotionRecognizer.load(repo_id="bundled")
+
+
+def check_face(face: Face):
+    assert face.label in LABELS
+    assert set(face.probabilities) == set(LABELS)
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert face.confidence == max(face.probabilities.values())
+    assert face.label == max(face.probabilities, key=face.probabilities.get)
+    assert all(isinstance(v, int) for v in face.box)
+
+
+def test_detects_and_classifies_a_real_photograph(recognizer):
+    faces = recognizer.detect(grace_hopper_rgb())
+    assert len(faces) == 1
+    check_face(faces[0])
+    assert not faces[0].whole_image
+    assert faces[0].to_dict()["box"] == list(faces[0].box)
+
+
+def test_a_face_crop_without_detection_is_classified_whole(recognizer):
+    photo = grace_hopper_rgb()
+    (x, y, w, h) = recognizer.detect(photo)[0].box
+    crop = cv2.resize(photo[y : y + h, x : x + w], (48, 48), interpolation=cv2.INTER_AREA)
+    faces = recognizer.detect(crop)
+    assert len(faces) == 1 and faces[0].whole_image and faces[0].box == (0, 0, 48, 48)
+    check_face(faces[0])
+    assert recognizer.detect(crop, crop_fallback=False) == []
+
+
+def test_no_face_gives_an_empty_list(recognizer):
+    assert recognizer.detect(np.full((480, 640, 3), 90, np.uint8)) == []
+
+
+def test_batched_classification_matches_one_by_one(recognizer):
+    photo = grace_hopper_rgb()
+    box = recognizer.detect(photo)[0].box
+    shifted = (box[0] + 5, box[1] + 5, box[2], box[3])
+    batched = recognizer.classify_boxes(photo, [box, shifted])
+    single = [recognizer.classify_boxes(photo, [b])[0] for b in (box, shifted)]
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((0, 5, 3), np.uint8), None])
+def test_bad_arrays_are_refused_clearly(recognizer, bad):
+    with pytest.raises(ValueError):
+        recognizer.detect(bad)
+
+
+def test_annotate_draws_on_a_copy(recognizer):
+    photo = grace_hopper_rgb()
+    original = photo.copy()
+    faces = recognizer.detect(photo)
+    out = recognizer.annotate(photo, faces)
+    np.testing.assert_array_equal(photo, original)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    x, y, w, h = faces[0].box
+    assert (out[y : y + h, x] != photo[y : y + h, x]).any()  # the box's left edge
+    assert (out[: y, :] != photo[: y, :]).any()  # the label tag above the box
+    np.testing.assert_array_equal(out[-20:], photo[-20:])  # nothing drawn far from the face

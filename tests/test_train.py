@@ -1,0 +1,112 @@
+"""train.py end to end on tiny generated data: it really trains, writes the model folder, resumes and uploads."""
+
+import json
+import logging
+
+import keras
+import numpy as np
+import pytest
+from huggingface_hub import constants
+
+import train
+from emotion import model_store
+from emotion.data import load_dataset, stratified_split
+from emotion.networks import build_model
+from fakedata import make_face_folders
+
+OUTPUTS = ["emotion_cnn.keras", "config.json", "metrics.json", "confusion_matrix.png", "training_curves.png", "README.md"]
+FAST = ["--epochs", "5", "--batch-size", "16", "--augment", "none", "--lr", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faces")
+    make_face_folders(root / "train", per_class=16, seed=1)
+    make_face_folders(root / "val", per_class=6, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "model"
+    assert train.main(["--data", str(data), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_seed_architecture_is_the_seed_report_cnn():
+    model = build_model("seed")
+    assert isinstance(model, keras.Sequential)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D", "Dropout"] * 5 + [
+        "Flatten"] + ["Dense", "Activation", "Dropout"] * 2 + ["Dense"]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [64, 128, 256, 512, 512]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [512, 512, 7]
+    assert dense[-1].activation.__name__ == "softmax"
+    assert train.RECIPES["seed"]["optimizer"] == "adam" and train.RECIPES["seed"]["lr"] == 1e-3
+
+
+def test_training_writes_a_complete_model_folder(trained):
+    for name in OUTPUTS:
+        assert (trained / name).is_file(), name
+    config = json.loads((trained / "config.json").read_text())
+    assert config["labels"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert config["input_size"] == [48, 48, 1] and config["architecture"] == "vgg"
+    assert config["training"]["epochs_run"] == 5 and config["training"]["optimizer"] == "sgd"
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "weighted_f1", "loss", "macro_precision", "macro_recall", "per_class", "ece"):
+        assert key in metrics
+    card = (trained / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: keras" in card and f"{metrics['accuracy']:.4f}" in card
+
+
+def test_training_actually_learns(trained):
+    state = json.loads((trained / "checkpoints" / "state.json").read_text())
+    losses, accuracy = state["history"]["loss"], state["history"]["accuracy"]
+    assert losses[-1] < losses[0]
+    # Chance is 1/7. Validation is not asserted: 35 steps are too few for BatchNorm's moving statistics to settle.
+    assert accuracy[-1] > 0.8 > accuracy[0]
+
+
+def test_the_model_folder_loads_like_the_bundled_one(trained):
+    loaded = model_store.load(repo_id=str(trained))
+    assert loaded.source == f"local:{trained}"
+    assert loaded.model.output_shape == (None, 7)
+    assert loaded.model.dtype_policy.name == "float32"
+
+
+def test_resume_continues_after_the_last_finished_epoch(data, trained, tmp_path, caplog):
+    out = tmp_path / "model"
+    (out / "checkpoints").mkdir(parents=True)
+    for name in ("last.keras", "best.keras"):
+        (out / "checkpoints" / name).write_bytes((trained / "checkpoints" / name).read_bytes())
+    state = json.loads((trained / "checkpoints" / "state.json").read_text())
+    state["epoch"] = 4  # as if interrupted during epoch 5
+    state["history"] = {k: v[:4] for k, v in state["history"].items()}
+    (out / "checkpoints" / "state.json").write_text(json.dumps(state))
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert train.main(["--data", str(data), "--out", str(out), *FAST, "--resume"]) == 0
+    assert "resuming after epoch 4" in caplog.text
+    assert len(json.loads((out / "checkpoints" / "state.json").read_text())["history"]["loss"]) == 5
+
+
+def test_single_folder_is_split_80_20_stratified(tmp_path):
+    make_face_folders(tmp_path, per_class=10, labels=("angry", "happy", "sad"))
+    (x_train, y_train), (x_val, y_val) = load_dataset(tmp_path)
+    assert len(x_train) == 24 and len(x_val) == 6
+    assert sorted(np.bincount(y_val)[[0, 3, 5]]) == [2, 2, 2]
+    a, b = stratified_split(np.repeat(np.arange(7), 20), seed=3), stratified_split(np.repeat(np.arange(7), 20), seed=3)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_push_without_network_fails_clearly_and_keeps_the_folder(data, trained, monkeypatch, caplog):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", "hf_dummy")
+    before = sorted(p.name for p in trained.iterdir())
+    with caplog.at_level(logging.ERROR, logger="train"):
+        code = train.main(["--data", str(data), "--out", str(trained), *FAST, "--resume", "--push-to-hub", "me/emotion"])
+    assert code == 1
+    assert "Upload to me/emotion failed" in caplog.text and "is intact" in caplog.text
+    assert sorted(p.name for p in trained.iterdir()) == before
