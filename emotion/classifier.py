@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .calibration import apply_temperature
 from .preprocess import INPUT_SIZE
 
 
@@ -25,19 +26,21 @@ class Classifier:
         self._predict = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
     def _forward(self, faces: tf.Tensor) -> tf.Tensor:
-        if self.tta == "flip":
-            count = tf.shape(faces)[0]
-            both = self.model(tf.concat([faces, tf.reverse(faces, axis=[2])], axis=0), training=False)
-            probs = (both[:count] + both[count:]) / 2.0
-        else:
-            probs = self.model(faces, training=False)
-        probs = tf.cast(probs, tf.float32)
-        return tf.nn.softmax(tf.math.log(tf.maximum(probs, 1e-7)) / self.temperature, axis=-1)
+        return tf.cast(self.model(faces, training=False), tf.float32)
 
     def predict(self, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Probabilities (N, 7) float32 for preprocessed faces (N, 48, 48, 1); N may be 0."""
         faces = np.asarray(faces, dtype=np.float32)
         if len(faces) == 0:
             return np.zeros((0, self.model.output_shape[-1]), dtype=np.float32)
-        chunks = [self._predict(faces[i : i + batch_size]).numpy() for i in range(0, len(faces), batch_size)]
-        return np.concatenate(chunks)
+        probs = np.concatenate([self._run(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)])
+        if self.temperature != 1.0:
+            probs = apply_temperature(probs, self.temperature)
+        return probs.astype(np.float32)
+
+    def _run(self, faces: np.ndarray) -> np.ndarray:
+        if self.tta == "none":
+            return self._predict(faces).numpy()
+        # Mirror in NumPy and run both halves as one batch: the same flip inside the tf.function ran 3x slower.
+        both = self._predict(np.concatenate([faces, faces[:, :, ::-1]])).numpy()
+        return (both[: len(faces)] + both[len(faces) :]) / 2

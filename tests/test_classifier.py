@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from emotion.calibration import apply_temperature
+from emotion.classifier import Classifier
+from emotion.model_store import load
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load(repo_id="bundled").model
+
+
+def faces(n):
+    return np.random.default_rng(n).random((n, 48, 48, 1), dtype=np.float32)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 600])
+def test_any_batch_size_gives_probabilities(model, n):
+    probs = Classifier(model).predict(faces(n))
+    assert probs.shape == (n, 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_flip_tta_averages_a_face_and_its_mirror(model):
+    x = faces(3)
+    plain = Classifier(model)
+    expected = (plain.predict(x) + plain.predict(x[:, :, ::-1])) / 2
+    np.testing.assert_allclose(Classifier(model, tta="flip").predict(x), expected, atol=1e-5)
+
+
+def test_temperature_is_applied(model):
+    x = faces(4)
+    np.testing.assert_allclose(
+        Classifier(model, temperature=2.0).predict(x), apply_temperature(Classifier(model).predict(x), 2.0), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="tta"):
+        Classifier(model, tta="tencrop")
