@@ -1,0 +1,209 @@
+"""Shared pytest fixtures."""
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+# --- Camera streams: a real MJPEG server (ffmpeg) on loopback. Used by tests/test_camera.py. ---
+
+FFMPEG = shutil.which("ffmpeg")
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on (right now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on `port`, read from /proc so no client connection is spent:
+    ffmpeg's -listen 1 server serves exactly one client."""
+    try:
+        table = Path("/proc/net/tcp").read_text()
+    except OSError:
+        return True  # cannot tell; the caller has already waited a little
+    return any(f":{port:04X} " in line and line.split()[3] == "0A" for line in table.splitlines()[1:])
+
+
+@pytest.fixture(scope="session")
+def camera_clip(tmp_path_factory) -> Path:
+    """A 2 s, 320x240, 10 fps test-pattern clip (mpeg4 in mp4, an encoder every ffmpeg build has)."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed")
+    clip = tmp_path_factory.mktemp("camera") / "clip.mp4"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t", "2",
+         "-c:v", "mpeg4", "-q:v", "5", str(clip)],
+        check=True, timeout=30,
+    )
+    return clip
+
+
+@pytest.fixture
+def mjpeg_server(camera_clip):
+    """Factory: start(clip=None, content_type=...) runs ffmpeg as a live MJPEG HTTP server looping
+    `clip` (default: camera_clip) in real time, and returns its URL. It serves a single client.
+    Every server is terminated at teardown."""
+    processes = []
+
+    def start(clip=None, content_type: str = "multipart/x-mixed-replace;boundary=ffmpeg") -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/cam.mjpg"
+        process = subprocess.Popen(
+            [FFMPEG, "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip or camera_clip),
+             "-an", "-f", "mpjpeg", "-q:v", "5", "-content_type", content_type, "-listen", "1", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 10
+        time.sleep(0.05)
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ffmpeg MJPEG server did not start")
+            time.sleep(0.05)
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- The app: `python app.py` launched ONCE per test session, shared by test_app_api.py, test_app_camera.py and
+# --- test_browser.py; plus a real face video for its camera tabs.
+
+import json  # noqa: E402 (this section was appended; its imports stay with it)
+import os  # noqa: E402
+import sys  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+APP_ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = APP_ROOT / "test-artifacts"  # screenshots and measurements (git-ignored)
+APP_START_TIMEOUT = 120  # seconds: generous, the 2 cores are shared with training runs
+FACE_PHOTO = APP_ROOT / "examples" / "grace_hopper.jpg"
+# 640x480, the still letterboxed, then a slow zoom in and out (every frame differs, as from a real camera).
+FACE_VIDEO_FILTER = (
+    "scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
+    "zoompan=z='1.08+0.08*sin(2*PI*on/{frames})':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s=640x480:fps={fps}"
+)
+
+
+@dataclass
+class AppServer:
+    url: str
+    start_seconds: float  # from process start to the first HTTP 200
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory) -> Iterator[AppServer]:
+    """`python app.py` on a free loopback port: offline (bundled model), loopback cameras allowed."""
+    tmp = tmp_path_factory.mktemp("app")
+    port = free_port()
+    env = dict(
+        os.environ,
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        EMOTION_ALLOW_PRIVATE_CAMERAS="1",
+        HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_EXAMPLES_CACHE=str(tmp / "cached_examples"),  # not the checkout's .gradio/
+        GRADIO_TEMP_DIR=str(tmp / "gradio"),
+    )
+    url = f"http://127.0.0.1:{port}/"
+    log_path = tmp / "app.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() - started > APP_START_TIMEOUT:
+                pytest.fail(f"app.py was not ready after {APP_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        start_seconds = time.monotonic() - started
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "app_start.json").write_text(json.dumps({"start_to_http_200_s": round(start_seconds, 2)}, indent=2))
+        yield AppServer(url, start_seconds, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(log_path, ARTIFACTS / "app.log")
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server.url
+
+
+def face_video(path: Path, frames: int, fps: int, *codec: str) -> Path:
+    """Write a `frames`-long 640x480 video of a real face (examples/grace_hopper.jpg, slowly zooming) to `path`."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed")
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-loop", "1", "-framerate", str(fps), "-i", str(FACE_PHOTO),
+         "-vf", FACE_VIDEO_FILTER.format(frames=frames, fps=fps), "-frames:v", str(frames), *codec, str(path)],
+        check=True, timeout=60,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_clip(tmp_path_factory) -> Path:
+    """4 s of a real face at 10 frames/s, 640x480, as MJPEG in Matroska: ffmpeg serves it without re-encoding."""
+    return face_video(tmp_path_factory.mktemp("face") / "face.mkv", 40, 10, "-c:v", "mjpeg", "-q:v", "5")
+
+
+@pytest.fixture
+def mjpeg_clip_server():
+    """Factory: start(clip, loop) serves `clip` once (or looped) as a live MJPEG stream to one client; its URL.
+    Unlike `mjpeg_server` it copies MJPEG frames as they are (no re-encoding), and it can let the stream end."""
+    processes = []
+
+    def start(clip: Path, loop: bool = False) -> str:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/cam.mjpg"
+        looping = ["-stream_loop", "-1"] if loop else []
+        process = subprocess.Popen(
+            [FFMPEG, "-v", "error", "-nostdin", "-re", *looping, "-i", str(clip), "-an", "-c:v", "copy",
+             "-f", "mpjpeg", "-listen", "1", url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        deadline = time.monotonic() + 10
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ffmpeg MJPEG server did not start")
+            time.sleep(0.05)
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
