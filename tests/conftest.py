@@ -207,3 +207,22 @@ def mjpeg_clip_server():
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# --- The process id of the `app_server` app, to sample its memory (VmRSS). Used by tests/test_load.py. ---
+
+
+@pytest.fixture(scope="session")
+def app_server_pid(app_server) -> int | None:
+    """The pid of `app_server`'s `python app.py`: the child of this pytest process running app.py (None if not found)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if ppid == os.getpid() and b"app.py" in argv:
+            return int(entry.name)
+    return None

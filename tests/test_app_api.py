@@ -1,8 +1,12 @@
 """The app's public API, through gradio_client, against `python app.py` served on loopback (fixture `app_server`)."""
 
 import json
+import shutil
 import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -137,3 +141,29 @@ def test_start_time_and_predict_latency(app_server, client):
     # Generous bounds (shared, busy cores); the measured values are in test-artifacts/ for the README.
     assert median < 2.0
     assert app_server.start_seconds < 60
+
+
+def test_readme_snippet_works_verbatim(app_url, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'Client(url).predict(handle_file("face.jpg"), api_name="/predict")' in snippet
+    shutil.copyfile(EXAMPLES / "grace_hopper.jpg", tmp_path / "face.jpg")
+    # Only the address changes: the test's app listens on a free port, not on 7860.
+    code = snippet.replace('"http://127.0.0.1:7860/"', repr(app_url))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    label, faces = result.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert label in LABELS and "'box': [" in faces
+
+
+def test_identical_concurrent_requests_all_get_their_image(app_url):
+    # The same photo from several users at once: every annotated image arrives whole (see app.save_image_atomically).
+    photo = handle_file(str(EXAMPLES / "obama_speech.jpg"))
+
+    def user(_):
+        client = Client(app_url, verbose=False)
+        return [cv2.imread(client.predict(photo, api_name="/predict")[0]) is not None for _ in range(5)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [ok for user_results in pool.map(user, range(4)) for ok in user_results]
+    assert results == [True] * 20

@@ -1,0 +1,304 @@
+"""Facial emotion recognition: the Gradio app. It only wires the UI to the `emotion` package.
+
+    python app.py    # http://127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change where it listens
+
+Tabs: Image (upload or paste a photo), Webcam (live, in the browser) and IP camera (an MJPEG stream, a snapshot
+URL polled, or rtsp://). The API has one public endpoint, /predict: image in; annotated image, the probabilities
+of the most prominent face, and every face found out.
+"""
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+from gradio import processing_utils
+
+from emotion import LABELS, EmotionRecognizer
+from emotion.camera import CameraError, iter_camera_frames, redact_url
+from emotion.detect import CASCADE_WINDOW, DEFAULT_MIN_FACE
+from emotion.images import ImageError, load_image
+from emotion.tracking import FaceTracker
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+log = logging.getLogger("app")
+
+
+def save_image_atomically(image, cache_dir, name="image", format="webp"):
+    """Gradio's `processing_utils.save_pil_to_cache`, but the file is written aside and renamed into place.
+
+    Gradio 6.31 names an output image by the hash of its bytes and rewrites that file in place, so when two
+    requests return the same image at once (one photo sent twice, a still webcam scene) a download can catch it
+    truncated and arrive empty: 9 of 120 identical concurrent /predict calls failed that way, none with this.
+    """
+    data = processing_utils.encode_pil_to_bytes(image, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.{format}"
+    if path.exists():
+        os.utime(path)  # handed out again: restart its delete_cache age
+    else:
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(staging, path)
+    return str(path.resolve())
+
+
+processing_utils.save_pil_to_cache = save_image_atomically  # a fix for Gradio 6.31; see the docstring
+
+recognizer = EmotionRecognizer.load()  # once per process, never per request; logs which model it used
+log.info("Model: %s", recognizer.source)
+
+# Examples are cached at their first click. The cache outlives the process but belongs to one model: start afresh.
+os.environ.setdefault("GRADIO_RESET_EXAMPLES_CACHE", "True")
+EXAMPLES = sorted(
+    str(path)
+    for path in (Path(__file__).resolve().parent / "examples").iterdir()
+    if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+)
+ANNOTATE_MIN_SIDE = 480  # small uploads are enlarged before drawing, so that the labels stay legible
+WEBCAM_EVERY = 0.04  # seconds between frames the browser sends: up to 25 frames/s, newest frame wins
+WEBCAM_SIZE = {"width": {"ideal": 640}, "height": {"ideal": 480}}  # frame size is the first lever on speed
+WEBCAM_TIME_LIMIT = 300  # seconds a webcam session may hold one of the worker slots before it must restart
+FPS_WINDOW = 1.0  # seconds over which the shown frame rate is measured
+
+
+def plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def confident(faces, threshold):
+    """The faces whose top label reaches the confidence threshold."""
+    return [face for face in faces if face.confidence >= threshold]
+
+
+def predict(image, min_face_size=DEFAULT_MIN_FACE, threshold=0.0):
+    """Detect and classify every face in one image.
+
+    Returns the annotated image, the probabilities of the most prominent (largest) face over the 7 emotions,
+    and the list of faces, largest first, each with its box (x, y, w, h), label, confidence and probabilities.
+    """
+    if not image:
+        raise gr.Error("Upload or paste an image first.", print_exception=False)
+    try:
+        # The event skips Gradio's own decoding (preprocess=False), so that a bad file gets our message, not "Error".
+        rgb = load_image(image.get("path"))
+        faces = confident(recognizer.detect(rgb, int(min_face_size)), float(threshold))
+    except (ImageError, ValueError) as error:  # a message for the user, not a traceback in the log
+        raise gr.Error(str(error), print_exception=False) from None
+    annotated = recognizer.annotate(rgb, faces, min_side=ANNOTATE_MIN_SIDE)
+    probabilities = faces[0].probabilities if faces else None
+    return annotated, probabilities, [face.to_dict() for face in faces]
+
+
+def describe_faces(faces, threshold):
+    """The per-face table and a one-line summary of an image's result."""
+    if faces is None:
+        return gr.skip(), gr.skip()
+    rows = [
+        [number, ", ".join(str(v) for v in face["box"]), face["label"], round(face["confidence"], 3)]
+        for number, face in enumerate(faces, start=1)
+    ]
+    if not faces:
+        above = f" with a confidence of at least {threshold:.0%}" if threshold > 0 else ""
+        summary = (
+            f"**No face found{above}.** Try a photo where the face is frontal, well lit and larger than the "
+            "minimum face size, or lower the minimum face size."
+        )
+    elif faces[0]["whole_image"]:
+        summary = "**No face detected**, but the image looks like a face crop: the whole image was classified."
+    else:
+        summary = f"**{plural(len(faces), 'face')} found.**" + (" Face 1 is the largest." if len(faces) > 1 else "")
+    return rows, summary
+
+
+class WebcamSession:
+    """One browser session's webcam state: its face tracker (smoothing across frames) and a frame-rate meter."""
+
+    def __init__(self):
+        self.tracker = FaceTracker(recognizer, smoothing=0.6)
+        self.window_start = time.perf_counter()
+        self.window_frames = 0
+        self.busy = 0.0  # seconds spent processing within the window
+
+    def tick(self, seconds):
+        """Count one processed frame; every FPS_WINDOW seconds, return the new frame-rate text (else None)."""
+        self.window_frames += 1
+        self.busy += seconds
+        elapsed = time.perf_counter() - self.window_start
+        if elapsed < FPS_WINDOW:
+            return None
+        text = f"{self.window_frames / elapsed:.1f} frames/s ({1000 * self.busy / self.window_frames:.0f} ms per frame)"
+        self.window_start, self.window_frames, self.busy = time.perf_counter(), 0, 0.0
+        return text
+
+
+def annotate_webcam(frame, session, min_face_size, threshold, detect_every):
+    """Annotate one webcam frame, with labels smoothed per face across frames."""
+    if frame is None:  # the stream can send an empty frame (camera starting or stopping): keep what is shown
+        return gr.skip(), gr.skip(), session
+    started = time.perf_counter()
+    session = session or WebcamSession()
+    session.tracker.detect_every = max(1, int(detect_every))
+    faces = confident(session.tracker.update(frame, int(min_face_size)), float(threshold))
+    annotated = recognizer.annotate(frame, faces)
+    fps = session.tick(time.perf_counter() - started)
+    return annotated, gr.skip() if fps is None else fps, session
+
+
+def stream_camera(url, frame_skip, max_duration, min_face_size, threshold, session):
+    """Annotate frames from an IP camera until Stop, the maximum duration, or the end of the stream."""
+    stop = session["stop"] = threading.Event()
+    tracker = FaceTracker(recognizer, smoothing=0.6)
+    started = time.monotonic()
+    frames = 0
+    try:
+        # Checks the URL (scheme, safety policy) before connecting; every failure is a CameraError for the user.
+        camera = iter_camera_frames(url, frame_skip=int(frame_skip), max_duration=float(max_duration), stop_event=stop)
+        log.info("Camera stream from %s", redact_url(url))  # never the URL itself: it may hold a password
+        for frame in camera:
+            faces = confident(tracker.update(frame, int(min_face_size)), float(threshold))
+            frames += 1
+            rate = frames / (time.monotonic() - started)
+            yield recognizer.annotate(frame, faces), f"Streaming: {plural(frames, 'frame')}, {rate:.1f} frames/s"
+    except (CameraError, ValueError) as error:
+        if not frames:
+            raise gr.Error(str(error), print_exception=False) from None
+        gr.Warning(str(error))
+        yield gr.skip(), f"{error} {plural(frames, 'frame')} shown."
+        return
+    if stop.is_set():
+        reason = "Stopped."
+    elif time.monotonic() - started >= float(max_duration):
+        reason = f"Reached the maximum duration ({float(max_duration):.0f} s)."
+    else:
+        reason = "The camera stream ended."
+    yield gr.skip(), f"{reason} {plural(frames, 'frame')} shown."
+
+
+def stop_camera(session):
+    """Ask this session's camera stream to stop (it ends after the frame in progress)."""
+    if "stop" in session:
+        session["stop"].set()
+
+
+with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as demo:
+    gr.Markdown(
+        "# Facial emotion recognition\n"
+        f"Finds faces and reads their expression as one of {len(LABELS)} emotions ({', '.join(LABELS)}). "
+        "An expression is not a feeling: treat the labels as a demo of a FER2013 model, not as a judgement."
+    )
+    with gr.Accordion("Settings (all tabs)", open=False):
+        with gr.Row():
+            min_face_size = gr.Slider(
+                CASCADE_WINDOW, 400, value=DEFAULT_MIN_FACE, step=4, label="Minimum face size (pixels)",
+                info="Smaller finds more distant faces but is slower and finds more false faces.",
+            )
+            threshold = gr.Slider(
+                0.0, 1.0, value=0.0, step=0.05, label="Confidence threshold",
+                info="Faces whose top emotion is less likely than this are not shown.",
+            )
+
+    with gr.Tab("Image"):
+        with gr.Row():
+            with gr.Column():
+                input_img = gr.Image(
+                    label="Photo (jpg, png, webp or bmp)", sources=["upload", "clipboard"], type="filepath",
+                    image_mode=None,
+                )
+                predict_btn = gr.Button("Recognize emotions", variant="primary")
+                examples_column = gr.Column()  # filled below, once the outputs the examples show exist
+            with gr.Column():
+                output_img = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="image-output")
+                face_summary = gr.Markdown(elem_id="image-summary")
+                top_emotions = gr.Label(label="Most prominent face", num_top_classes=len(LABELS), elem_id="image-label")
+        face_table = gr.Dataframe(
+            headers=["face", "box (x, y, w, h)", "emotion", "confidence"], label="Faces", interactive=False,
+            column_widths=["10%", "40%", "30%", "20%"], elem_id="image-faces",
+        )
+        with gr.Accordion("Faces as JSON (what /predict returns)", open=False):
+            faces_json = gr.JSON(label="Faces")
+        image_outputs = [output_img, top_emotions, faces_json]
+        if EXAMPLES:
+            with examples_column:
+                gr.Examples(
+                    EXAMPLES, inputs=input_img, outputs=image_outputs, fn=predict, cache_examples=True,
+                    cache_mode="lazy", preprocess=False, api_name="load_example", api_visibility="private",
+                    elem_id="image-examples",
+                )
+
+    with gr.Tab("Webcam"):
+        gr.Markdown("Click the camera, then **Record**. Annotated frames stream back while you record.")
+        with gr.Row():
+            webcam = gr.Image(
+                label="Webcam", sources=["webcam"], streaming=True, elem_id="webcam-input",
+                webcam_options=gr.WebcamOptions(constraints={"video": WEBCAM_SIZE}),
+            )
+            webcam_out = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="webcam-output")
+        with gr.Row():
+            detect_every = gr.Slider(
+                1, 10, value=2, step=1, label="Detect faces every N frames",
+                info="Higher is faster: frames in between reuse the tracked boxes (emotions are read every frame).",
+            )
+            webcam_fps = gr.Textbox(
+                label="Processing speed", value="not started", interactive=False, elem_id="webcam-fps"
+            )
+        webcam_session = gr.State(None)
+
+    with gr.Tab("IP camera"):
+        gr.Markdown(
+            "An HTTP(S) MJPEG stream, a snapshot JPEG URL (polled), or `rtsp://` where the host allows it. "
+            "A hosted Space reaches cameras only on ports 80, 443 and 8080. The URL is never stored, and logs "
+            "show it without credentials."
+        )
+        camera_url = gr.Textbox(label="Camera URL", placeholder="http://camera.example/video.mjpg")
+        with gr.Row():
+            camera_skip = gr.Slider(
+                0, 10, value=0, step=1, label="Frame skip", info="Frames skipped after each one shown."
+            )
+            camera_duration = gr.Slider(5, 600, value=60, step=5, label="Maximum duration (s)")
+        with gr.Row():
+            camera_start = gr.Button("Start", variant="primary")
+            camera_stop = gr.Button("Stop", variant="stop")
+        camera_out = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="camera-output")
+        camera_status = gr.Textbox(label="Status", interactive=False, elem_id="camera-status")
+        camera_session = gr.State({})
+
+    # Events. Every one has a stable api_name; only /predict is on the API page. Streaming and UI-only events are
+    # private (hidden, not callable by clients), except the camera pair, which is undocumented (hidden but
+    # callable) so that scripts and tests can drive a camera session the way the page does.
+    gr.on(
+        [predict_btn.click, input_img.upload], predict, inputs=[input_img, min_face_size, threshold],
+        outputs=image_outputs, api_name="predict", preprocess=False,
+    )
+    faces_json.change(
+        describe_faces, inputs=[faces_json, threshold], outputs=[face_table, face_summary],
+        api_name="describe_faces", api_visibility="private", queue=False,
+    )
+    webcam.stream(
+        annotate_webcam, inputs=[webcam, webcam_session, min_face_size, threshold, detect_every],
+        outputs=[webcam_out, webcam_fps, webcam_session], api_name="webcam", api_visibility="private",
+        stream_every=WEBCAM_EVERY, time_limit=WEBCAM_TIME_LIMIT, concurrency_limit=2, show_progress="hidden",
+    )
+    camera_start.click(
+        stream_camera,
+        inputs=[camera_url, camera_skip, camera_duration, min_face_size, threshold, camera_session],
+        outputs=[camera_out, camera_status], api_name="camera", api_visibility="undocumented",
+        concurrency_limit=2, show_progress="minimal",
+    )
+    camera_stop.click(
+        stop_camera, inputs=camera_session, api_name="stop_camera", api_visibility="undocumented", queue=False
+    )
+
+# Deliberate limits for 2 CPU cores. Photos, webcam sessions and camera streams each run at most 2 at a time, in
+# separate groups so that a long stream never blocks a photo; more at once would only slow every one of them down.
+# A stream holds its slot while it runs, bounded by WEBCAM_TIME_LIMIT or the camera's maximum duration. At most 16
+# requests wait: beyond that a visitor is told at once that the queue is full, which beats unbounded latency.
+demo.queue(max_size=16, default_concurrency_limit=2)
+
+if __name__ == "__main__":
+    demo.launch()

@@ -1,0 +1,186 @@
+"""The IP camera tab, end to end: `python app.py` (fixture `app_server`) reading real cameras on loopback.
+
+The MJPEG camera is ffmpeg serving a video of a real face (fixtures `face_clip`, `mjpeg_clip_server`). The tab's
+events are undocumented endpoints (/camera, /stop_camera): off the API page, but callable, so gradio_client can
+drive one session just as the page does.
+"""
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+SNAPSHOT = Path(__file__).resolve().parent.parent / "examples" / "grace_hopper.jpg"
+# The camera endpoint's inputs after the URL: frame skip, maximum duration (s), minimum face size, threshold.
+DEFAULTS = (0, 60, 48, 0.0)
+FINISH_TIMEOUT = 60  # seconds; generous for 2 busy cores
+
+
+@pytest.fixture
+def client(app_url):
+    """A fresh client per test: one browser session, with its own camera state."""
+    return Client(app_url, verbose=False)
+
+
+def frames_of(outputs) -> list[str]:
+    """The annotated frame files among a job's outputs (the last output only updates the status)."""
+    return [image for image, _ in outputs if isinstance(image, str)]
+
+
+def wait_for_frames(job, count: int, timeout: float = FINISH_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while len(frames_of(job.outputs())) < count:
+        assert not job.done(), f"the stream ended early: {job.outputs()[-1:]}"
+        assert time.monotonic() < deadline, f"fewer than {count} frames after {timeout} s"
+        time.sleep(0.1)
+
+
+def clip_frames(clip: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(clip))
+    frames = []
+    while (ok_frame := capture.read())[0]:
+        frames.append(ok_frame[1])
+    capture.release()
+    return frames
+
+
+def test_mjpeg_stream_comes_back_annotated_until_it_ends(client, face_clip, mjpeg_clip_server):
+    url = mjpeg_clip_server(face_clip, loop=False)
+    job = client.submit(url, *DEFAULTS, api_name="/camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    outputs = job.outputs()
+
+    frames = frames_of(outputs)
+    originals = clip_frames(face_clip)
+    assert len(frames) == len(originals) == 40  # every frame of the clip, in order (frame skip 0)
+    for index in (0, len(frames) // 2, len(frames) - 1):
+        annotated = cv2.imread(frames[index])
+        assert annotated.shape == (480, 640, 3)
+        # Where the app drew (box and label), pixels differ strongly from the camera's frame; elsewhere they match
+        # up to JPEG noise. The drawing sits around her face, in the middle of the frame.
+        drawn = np.abs(annotated.astype(int) - originals[index].astype(int)).max(axis=2) > 80
+        ys, xs = np.nonzero(drawn)
+        assert len(xs) > 500, f"frame {index}: nothing drawn"
+        assert 150 < np.median(xs) < 490 and 60 < np.median(ys) < 400
+    statuses = [status for _, status in outputs]
+    assert statuses[0].startswith("Streaming: 1 frame,") and statuses[-2].startswith("Streaming: 40 frames,")
+    assert statuses[-1] == "The camera stream ended. 40 frames shown."
+
+
+def test_stop_ends_the_stream(client, face_clip, mjpeg_clip_server):
+    job = client.submit(mjpeg_clip_server(face_clip, loop=True), *DEFAULTS, api_name="/camera")
+    wait_for_frames(job, 3)
+    stopped = time.monotonic()
+    client.predict(api_name="/stop_camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    assert time.monotonic() - stopped < 15
+    status = job.outputs()[-1][1]
+    assert status.startswith("Stopped.") and status.endswith("frames shown.")
+
+
+def test_maximum_duration_ends_the_stream(client, face_clip, mjpeg_clip_server):
+    started = time.monotonic()
+    job = client.submit(mjpeg_clip_server(face_clip, loop=True), 0, 5, 48, 0.0, api_name="/camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    assert time.monotonic() - started >= 5
+    assert len(frames_of(job.outputs())) >= 3
+    assert job.outputs()[-1][1].startswith("Reached the maximum duration (5 s).")
+
+
+def test_frame_skip_shows_one_frame_in_n(client, face_clip, mjpeg_clip_server):
+    job = client.submit(mjpeg_clip_server(face_clip, loop=False), 3, 60, 48, 0.0, api_name="/camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    assert len(frames_of(job.outputs())) == 10  # frames 0, 4, ..., 36 of 40
+
+
+class FakeWebServer(http.server.BaseHTTPRequestHandler):
+    """Camera-like URLs that are not cameras (/page, /text, /private, anything else: 404), and a snapshot camera."""
+
+    def do_GET(self):
+        if self.path == "/snapshot.jpg":
+            self.reply(200, "image/jpeg", SNAPSHOT.read_bytes())
+        elif self.path == "/page":
+            self.reply(200, "text/html; charset=utf-8", b"<!doctype html><title>Router</title><h1>Welcome</h1>")
+        elif self.path == "/text":
+            self.reply(200, "text/plain", b"hello")
+        elif self.path == "/private":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.reply(404, "text/plain", b"not found")
+
+    def reply(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def web_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeWebServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_snapshot_url_is_polled(client, web_server):
+    job = client.submit(f"{web_server}/snapshot.jpg", *DEFAULTS, api_name="/camera")
+    wait_for_frames(job, 3)
+    client.predict(api_name="/stop_camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    frames = frames_of(job.outputs())
+    assert cv2.imread(frames[0]).shape == (600, 512, 3)
+    assert job.outputs()[-1][1].startswith("Stopped.")
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/page", "shows a web page, not camera pictures"),
+        ("/text", "does not send camera pictures"),
+        ("/missing.mjpg", "HTTP 404"),
+        ("/private", "needs a user name and password"),
+    ],
+)
+def test_a_url_that_is_not_a_camera_gets_its_message(client, web_server, path, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(f"{web_server}{path}", *DEFAULTS, api_name="/camera")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:9/cam.mjpg", "refused the connection"),  # the discard port: nothing listens
+        ("http://camera.invalid/cam.mjpg", "could not find the camera's host"),
+        ("ftp://127.0.0.1/cam.mjpg", "Only camera addresses starting with"),
+        ("", "enter the camera's address"),
+    ],
+)
+def test_an_unreachable_or_bad_url_gets_its_message(client, url, message):
+    with pytest.raises(AppError, match=message):
+        client.predict(url, *DEFAULTS, api_name="/camera")
+
+
+def test_credentials_never_reach_the_log(app_server, client, web_server):
+    secret = "s3cret-Pa55word"
+    with pytest.raises(AppError, match="needs a user name and password"):
+        url = web_server.replace("http://", f"http://admin:{secret}@") + "/private"
+        client.predict(url, *DEFAULTS, api_name="/camera")
+    log = app_server.log_path.read_text()
+    assert "***@127.0.0.1" in log  # the attempt was logged, redacted
+    assert secret not in log

@@ -1,0 +1,70 @@
+"""The webcam tab's handler, called in this process: the stream's private endpoint cannot be called by clients
+(test_browser.py drives it through a real browser). Imports app.py with the bundled model."""
+
+import importlib
+import os
+import time
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+import pytest
+
+FACE_PHOTO = Path(__file__).resolve().parent.parent / "examples" / "grace_hopper.jpg"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """app.py imported here: bundled model, no Hub; its example cache in a temporary folder, not the checkout."""
+    env = {
+        "EMOTION_MODEL_REPO": "bundled",
+        "GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("cached_examples")),
+        "GRADIO_RESET_EXAMPLES_CACHE": "True",
+    }
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield importlib.import_module("app")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    """A 640x480 RGB webcam-like frame with one real face."""
+    photo = cv2.cvtColor(cv2.imread(str(FACE_PHOTO)), cv2.COLOR_BGR2RGB)  # 512x600
+    photo = cv2.resize(photo, (410, 480), interpolation=cv2.INTER_AREA)
+    return cv2.copyMakeBorder(photo, 0, 0, 115, 115, cv2.BORDER_CONSTANT)
+
+
+def test_empty_frames_change_nothing(app):
+    # The stream sends None while the camera starts or stops: no update, and no session is created.
+    image, rate, session = app.annotate_webcam(None, None, 48, 0.0, 2)
+    assert image == gr.skip() and rate == gr.skip() and session is None
+    started = app.WebcamSession()
+    assert app.annotate_webcam(None, started, 48, 0.0, 2)[2] is started
+
+
+def test_frames_are_annotated_with_one_tracked_face_and_a_rate(app, frame):
+    session, rates = None, []
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5 or not rates:
+        image, rate, session = app.annotate_webcam(frame, session, 48, 0.0, 2)
+        assert image.shape == frame.shape and image.dtype == np.uint8
+        if rate != gr.skip():
+            rates.append(rate)
+        assert time.monotonic() - started < 60
+    assert not np.array_equal(image, frame)  # a box and its label were drawn
+    assert len(session.tracker.tracks) == 1 and session.tracker.detect_every == 2
+    assert rates[0].endswith("ms per frame)") and "frames/s" in rates[0]
+
+
+def test_the_confidence_threshold_hides_unsure_faces(app, frame):
+    image, _, session = app.annotate_webcam(frame, None, 48, 1.0, 1)  # no face is 100% sure
+    assert np.array_equal(image, frame)
+    assert len(session.tracker.tracks) == 1  # it was found and tracked, only not shown
