@@ -30,6 +30,34 @@ def _listening(port: int) -> bool:
     return any(f":{port:04X} " in line and line.split()[3] == "0A" for line in table.splitlines()[1:])
 
 
+def serve_mjpeg(clip: Path, *output_args: str, loop: bool = True) -> tuple[subprocess.Popen, str]:
+    """Run ffmpeg as a live MJPEG HTTP server for one client, playing `clip` in real time (looped or once)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cam.mjpg"
+    looping = ["-stream_loop", "-1"] if loop else []
+    process = subprocess.Popen(
+        [FFMPEG, "-v", "error", "-nostdin", "-re", *looping, "-i", str(clip), "-an", *output_args,
+         "-f", "mpjpeg", "-listen", "1", url],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not _listening(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError("ffmpeg MJPEG server did not start")
+        time.sleep(0.05)
+    return process, url
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def camera_clip(tmp_path_factory) -> Path:
     """A 2 s, 320x240, 10 fps test-pattern clip (mpeg4 in mp4, an encoder every ffmpeg build has)."""
@@ -52,30 +80,13 @@ def mjpeg_server(camera_clip):
     processes = []
 
     def start(clip=None, content_type: str = "multipart/x-mixed-replace;boundary=ffmpeg") -> str:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/cam.mjpg"
-        process = subprocess.Popen(
-            [FFMPEG, "-v", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", str(clip or camera_clip),
-             "-an", "-f", "mpjpeg", "-q:v", "5", "-content_type", content_type, "-listen", "1", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        process, url = serve_mjpeg(clip or camera_clip, "-q:v", "5", "-content_type", content_type)
         processes.append(process)
-        deadline = time.monotonic() + 10
-        time.sleep(0.05)
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ffmpeg MJPEG server did not start")
-            time.sleep(0.05)
         return url
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # --- The app: `python app.py` launched ONCE per test session, shared by test_app_api.py, test_app_camera.py and
@@ -143,12 +154,7 @@ def app_server(tmp_path_factory) -> Iterator[AppServer]:
         (ARTIFACTS / "app_start.json").write_text(json.dumps({"start_to_http_200_s": round(start_seconds, 2)}, indent=2))
         yield AppServer(url, start_seconds, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copyfile(log_path, ARTIFACTS / "app.log")
 
@@ -183,30 +189,13 @@ def mjpeg_clip_server():
     processes = []
 
     def start(clip: Path, loop: bool = False) -> str:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/cam.mjpg"
-        looping = ["-stream_loop", "-1"] if loop else []
-        process = subprocess.Popen(
-            [FFMPEG, "-v", "error", "-nostdin", "-re", *looping, "-i", str(clip), "-an", "-c:v", "copy",
-             "-f", "mpjpeg", "-listen", "1", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        process, url = serve_mjpeg(clip, "-c:v", "copy", loop=loop)
         processes.append(process)
-        deadline = time.monotonic() + 10
-        while not _listening(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("ffmpeg MJPEG server did not start")
-            time.sleep(0.05)
         return url
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 # --- The process id of the `app_server` app, to sample its memory (VmRSS). Used by tests/test_load.py. ---
