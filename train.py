@@ -3,6 +3,7 @@
     python train.py --data ../shared/data/fer2013 --out runs/default          # the default recipe (VGG trunk)
     python train.py --data ../shared/data/fer2013 --arch seed --out runs/seed # the seed report's CNN, as written
     python train.py --data ... --out runs/default --resume                    # continue after an interruption
+    python train.py --data ... --config runs/default/recipe.json              # rerun a model folder's recipe
 
 DIR holds train/ plus val/ (or validation/ or test/), or a single folder-per-label tree that is split 80:20,
 stratified, with a fixed seed. The output folder holds emotion_cnn.keras, config.json, metrics.json,
@@ -23,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from emotion.bench import machine_info
 from emotion.calibration import apply_temperature, fit_temperature
 from emotion.classifier import Classifier
 from emotion.data import load_dataset
@@ -57,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder-per-label data set (train/ + val/, or one folder)")
     p.add_argument("--out", default=None, help="model folder to write (default runs/<arch>)")
-    p.add_argument("--arch", choices=sorted(RECIPES), default="vgg")
-    p.add_argument("--config", help="JSON file of recipe settings (overridden by flags)")
+    p.add_argument("--arch", choices=sorted(RECIPES), help="architecture and its recipe (default vgg)")
+    p.add_argument("--config", help="JSON recipe file, such as a model folder's recipe.json (flags override it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -68,9 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", choices=["none", "light", "strong"])
-    p.add_argument("--val-fraction", type=float, default=0.2, help="validation share when DIR is a single folder")
-    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto")
-    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--val-fraction", type=float, help="validation share when DIR is a single folder (default 0.2)")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
+    p.add_argument("--seed", type=int, help=f"default {SEED}")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the model folder (token from $HF_TOKEN)")
     p.add_argument("--hub-tag", default=DEFAULT_REVISION, help="tag the uploaded commit (the app pins this revision)")
@@ -78,15 +80,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def resolve_recipe(args: argparse.Namespace) -> dict:
-    recipe = dict(RECIPES[args.arch], arch=args.arch, seed=args.seed)
-    if args.config:
-        overrides = json.loads(Path(args.config).read_text())
-        unknown = set(overrides) - set(recipe)
-        assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
-        recipe.update(overrides)
-    for key in RECIPES["vgg"]:
-        value = getattr(args, key)
-        if value is not None:
+    """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
+    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    arch = args.arch or overrides.get("arch", "vgg")
+    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2)
+    unknown = set(overrides) - set(recipe)
+    assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
+    recipe.update({key: value for key, value in overrides.items() if key != "arch"})
+    for key in recipe:
+        value = getattr(args, key, None)
+        if value is not None and key != "arch":
             recipe[key] = value
     return recipe
 
@@ -185,6 +188,15 @@ class Checkpoints(keras.callbacks.Callback):
         )
 
 
+def heldout_calibrated_ece(y: np.ndarray, probs: np.ndarray) -> float:
+    """ECE after temperature scaling, measured honestly: fit on one half of the data, measure on the other, both ways."""
+    calibrated = np.empty_like(probs)
+    first = np.arange(len(y)) % 2 == 0
+    for fit in (first, ~first):
+        calibrated[~fit] = apply_temperature(probs[~fit], fit_temperature(y[fit], probs[fit]))
+    return compute_metrics(y, calibrated)["ece"]
+
+
 def to_float32(model: keras.Model, arch: str) -> keras.Model:
     """Rebuild `model` under the float32 policy with the same weights: bfloat16 only pays off for training."""
     keras.mixed_precision.set_global_policy("float32")
@@ -197,29 +209,34 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     args = parse_args(argv)
     recipe = resolve_recipe(args)
-    out = Path(args.out or f"runs/{args.arch}")
+    out = Path(args.out or f"runs/{recipe['arch']}")
     ckpt = out / "checkpoints"
+    state_path = ckpt / "state.json"
+    if state_path.exists() and not args.resume:
+        log.error("%s already holds a training run: add --resume to continue it, or choose another --out.", out)
+        return 2
     ckpt.mkdir(parents=True, exist_ok=True)
 
     keras.utils.set_random_seed(recipe["seed"])
-    precision = choose_precision(args.precision)
+    precision = choose_precision(recipe["precision"])
     keras.mixed_precision.set_global_policy(precision)
     gpus = tf.config.list_physical_devices("GPU")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     log.info("recipe %s; precision %s; %d GPU(s)", json.dumps(recipe), precision, len(gpus))
 
     started = time.time()
-    train, val = load_dataset(args.data, args.val_fraction, recipe["seed"])
+    train, val = load_dataset(args.data, recipe["val_fraction"], recipe["seed"])
     log.info("loaded %d training and %d validation images in %.1f s", len(train[0]), len(val[0]), time.time() - started)
     train_ds, val_ds = make_datasets(train, val, recipe)
     steps_per_epoch = int(train_ds.cardinality())
 
-    state_path = ckpt / "state.json"
     resuming = args.resume and state_path.exists() and (ckpt / "last.keras").exists()
     with strategy.scope():
         if resuming:
             state = json.loads(state_path.read_text())
-            assert state["recipe"] == recipe, "--resume needs the same recipe as the interrupted run"
+            # Settings newer than the checkpoint (absent from its state) take their defaults.
+            changed = {k: (state["recipe"][k], v) for k, v in recipe.items() if state["recipe"].get(k, v) != v}
+            assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
             log.info("resuming after epoch %d", state["epoch"])
         else:
@@ -248,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     temperature = fit_temperature(y_val, raw)
     metrics = compute_metrics(y_val, apply_temperature(raw, temperature))
     metrics["ece_before_calibration"] = compute_metrics(y_val, raw)["ece"]
+    metrics["ece_after_calibration_heldout"] = heldout_calibrated_ece(y_val, raw)
     metrics["accuracy_without_tta"] = float((plain.argmax(1) == y_val).mean())
     metrics["temperature"] = temperature
     print(format_metrics(metrics))
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
             "training_seconds": round(state["seconds"]),
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {len(gpus)} GPU(s)",
+            "hardware": f"{machine_info()['cpu_model'] or platform.machine()}, {os.cpu_count()} CPU cores, {len(gpus)} GPU(s)",
             "train_images": int(len(train[0])),
             "val_images": int(len(val[0])),
             "data": str(args.data),
@@ -276,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss", "ece")},
     }
     (out / CONFIG_FILENAME).write_text(json.dumps(config, indent=2))
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2))  # python train.py --data DIR --config recipe.json
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion_matrix(metrics["confusion_matrix"], out / "confusion_matrix.png", "Validation confusion matrix")
     plot_training_curves(state["history"], out / "training_curves.png")

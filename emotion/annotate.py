@@ -8,6 +8,7 @@ import numpy as np
 from .labels import COLORS
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
+MAX_SIDE = 2048  # annotate never enlarges an image beyond this
 
 
 class Annotatable(Protocol):
@@ -28,10 +29,12 @@ def annotate(image: np.ndarray, faces: list[Annotatable], min_side: int | None =
     48 px crop can carry a legible label.
     """
     out = np.ascontiguousarray(image[:, :, :3] if image.ndim == 3 else np.dstack([image] * 3), dtype=np.uint8).copy()
-    scale = 1.0
-    if min_side and min(out.shape[:2]) < min_side:
-        scale = min_side / min(out.shape[:2])
+    # Enlarge so the short side reaches min_side, but never past MAX_SIDE on the long side (a 1x2048 strip).
+    scale = min(min_side / min(out.shape[:2]), MAX_SIDE / max(out.shape[:2])) if min_side else 1.0
+    if scale > 1.0:
         out = cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    else:
+        scale = 1.0
     height, width = out.shape[:2]
     short = min(height, width)
     line = max(1, round(short / 250))

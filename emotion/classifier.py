@@ -25,6 +25,11 @@ class Classifier:
         # One trace for every batch size; model.predict per frame costs several ms of Python overhead.
         self._predict = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
+    @classmethod
+    def from_config(cls, model: keras.Model, config: dict) -> "Classifier":
+        """The classifier a model folder's config.json describes (its TTA and fitted temperature)."""
+        return cls(model, tta=config.get("tta", "none"), temperature=config.get("temperature", 1.0))
+
     def _forward(self, faces: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.model(faces, training=False), tf.float32)
 

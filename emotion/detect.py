@@ -51,6 +51,8 @@ class FaceDetector:
         """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first."""
         gray = to_gray(image)
         min_face = max(int(min_face_size or self.min_face_size), CASCADE_WINDOW)
+        if min_face > max(gray.shape):  # no face that large fits (and the shrunk copy would be empty)
+            return []
         scale = min(1.0, DETECT_SIZE / min_face)
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         small = cv2.equalizeHist(small)

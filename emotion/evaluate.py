@@ -31,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
     started = time.time()
-    loaded = model_store.load(args.model, args.revision)
+    # A model named on the command line must be the one evaluated: no silent fallback to the bundled model.
+    try:
+        loaded = model_store.load(args.model, args.revision, fallback=args.model is None)
+    except Exception as error:  # noqa: BLE001 - report any load failure in one line
+        print(f"Cannot load --model {args.model}: it is not a model folder (emotion_cnn.keras + config.json) and "
+              f"could not be loaded from the Hub ({type(error).__name__}).", file=sys.stderr)
+        return 2
     images, targets = load_folder(args.data)
-    classifier = Classifier(loaded.model, tta=loaded.config.get("tta", "none"),
-                            temperature=loaded.config.get("temperature", 1.0))
+    classifier = Classifier.from_config(loaded.model, loaded.config)
     metrics = compute_metrics(targets, classifier.predict(images))
     metrics.update(model=loaded.source, data=str(args.data), seconds=round(time.time() - started, 1))
     print(f"model: {loaded.source}\ndata: {args.data}")

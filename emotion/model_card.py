@@ -32,7 +32,7 @@ metrics:
 Classifies a 48x48 grayscale face crop into the 7 FER2013 emotions: {', '.join(LABELS)}.
 It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` finds faces, crops them and calls it.
 
-## Validation metrics (FER2013 PublicTest, {metrics['samples']} images)
+## Validation metrics ({metrics['samples']} images, `{training['data']}`)
 
 | metric | value |
 |---|---|
@@ -41,7 +41,9 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 | macro F1 | {metrics['macro_f1']:.4f} |
 | weighted F1 | {metrics['weighted_f1']:.4f} |
 | cross-entropy loss | {metrics['loss']:.4f} |
-| expected calibration error (before -> after temperature {config['temperature']:.2f}) | {metrics.get('ece_before_calibration', float('nan')):.4f} -> {metrics['ece']:.4f} |
+| expected calibration error, raw | {metrics.get('ece_before_calibration', float('nan')):.4f} |
+| ECE after temperature scaling (T fitted on one half, measured on the other) | {metrics.get('ece_after_calibration_heldout', float('nan')):.4f} |
+| ECE after temperature {config['temperature']:.2f} (fitted on all of it, in-sample) | {metrics['ece']:.4f} |
 
 | label | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -59,13 +61,15 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
   augmentation {training['augment']}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
 - Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
-- Reproduce: `python train.py --data fer2013 --arch {config['architecture']}` (see train.py for every setting).
+- Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 
 ## Data
 
-FER2013 (Goodfellow et al., 2013): {training['train_images']:,} training images and {training['val_images']:,}
-validation (PublicTest) images; checkpoints were selected on validation only. FER2013 is licensed for research use,
-so this model inherits that restriction.
+`{training['data']}`: {training['train_images']:,} training and {training['val_images']:,} validation images
+(a `train/` + `val/` layout, or one folder split {1 - training.get('val_fraction', 0.2):.0%}:{training.get('val_fraction', 0.2):.0%}
+stratified). Checkpoints were selected on validation only. The default model is trained on FER2013 (Goodfellow et
+al., 2013; `train/` = Training, `val/` = PublicTest), which is licensed for research use, so the model inherits that
+restriction.
 
 ## Intended use and limits
 

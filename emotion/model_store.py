@@ -66,11 +66,12 @@ def _download(repo_id: str, revision: str, offline: bool) -> Path:
     return Path(paths[1]).parent
 
 
-def load(repo_id: str | None = None, revision: str | None = None) -> LoadedModel:
+def load(repo_id: str | None = None, revision: str | None = None, fallback: bool = True) -> LoadedModel:
     """Load the model: a local folder, else the Hub (cached), else the bundled `models/` copy.
 
     `repo_id` may also be a local model folder. Defaults come from $EMOTION_MODEL_REPO and $EMOTION_MODEL_REVISION.
-    Any failure on the Hub path (offline, missing, corrupt or partial download) falls back to the bundled model.
+    Any failure on the Hub path (offline, missing, corrupt or partial download) falls back to the bundled model,
+    unless `fallback` is False: then the error is raised.
     """
     repo_id = os.environ.get(REPO_ENV, DEFAULT_REPO_ID) if repo_id is None else repo_id
     revision = revision or os.environ.get(REVISION_ENV) or DEFAULT_REVISION
@@ -87,7 +88,14 @@ def load(repo_id: str | None = None, revision: str | None = None) -> LoadedModel
             log.info("Using model %s", source)
             return LoadedModel(model, config, source)
         except Exception as error:  # noqa: BLE001 - any Hub or load failure means: use the bundled model
-            reason = "the Hub is unreachable and nothing is cached" if offline else f"{type(error).__name__}: {error}"
+            if not fallback:
+                raise
+            from huggingface_hub.errors import LocalEntryNotFoundError
+
+            if isinstance(error, LocalEntryNotFoundError):
+                reason = "the Hub is unreachable and nothing is cached"
+            else:
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             log.warning("Could not load %s@%s from the Hub (%s); falling back to the bundled model.", repo_id, revision, reason)
     model, config = load_model_dir(BUNDLED_DIR)
     log.info("Using the bundled model in %s", BUNDLED_DIR)
@@ -106,6 +114,12 @@ def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, tag:
         ignore_patterns=["checkpoints/*", ".*"],
         commit_message="Upload emotion model from train.py",
     )
-    if tag:
-        api.create_tag(repo_id, tag=tag, revision=commit.oid, exist_ok=True)
+    if tag:  # move the tag the app pins to this upload
+        from huggingface_hub.errors import RevisionNotFoundError
+
+        try:
+            api.delete_tag(repo_id, tag=tag)
+        except RevisionNotFoundError:
+            pass
+        api.create_tag(repo_id, tag=tag, revision=commit.oid)
     return commit.commit_url

@@ -15,7 +15,7 @@ def build_seed(num_classes: int = len(LABELS), dropout: float = 0.25) -> keras.M
         model.add(layers.Conv2D(filters, 3, padding="same"))
         model.add(layers.BatchNormalization())
         model.add(layers.Activation("relu"))
-        model.add(layers.MaxPooling2D(2, padding="same"))
+        model.add(layers.MaxPooling2D(2))  # 48 -> 24 -> 12 -> 6 -> 3 -> 1
         model.add(layers.Dropout(dropout))
     model.add(layers.Flatten())
     for _ in range(2):

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # FER2013 crops match the Haar box almost exactly: run on 322 val/ faces padded back into a larger frame, the
 # cascade's box was 1.01x the original crop (median) and centred on it. So crops use the box as it is.
 FACE_MARGIN = 0.0
+LEGIBLE_SIDE = 160  # annotate() enlarges smaller images so that their labels can be read
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Face:
     whole_image: bool = False
 
     def to_dict(self) -> dict:
+        """JSON-ready form: the API's face record."""
         return {
             "box": list(self.box),
             "label": self.label,
@@ -53,8 +55,7 @@ class EmotionRecognizer:
     ) -> "EmotionRecognizer":
         """Load from the Hub at a pinned revision, falling back to the bundled `models/` copy (see `model_store.load`)."""
         loaded = model_store.load(repo_id, revision)
-        config = loaded.config
-        classifier = Classifier(loaded.model, tta=config.get("tta", "none"), temperature=config.get("temperature", 1.0))
+        classifier = Classifier.from_config(loaded.model, loaded.config)
         recognizer = cls(classifier, FaceDetector(min_face_size), loaded.source)
         recognizer.classify_faces(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 1), np.float32))  # trace once, not on request 1
         return recognizer
@@ -85,8 +86,12 @@ class EmotionRecognizer:
             return [face_from_probs(whole, probs, whole_image=True)]
         return self.classify_boxes(rgb, boxes)
 
-    def annotate(self, rgb: np.ndarray, faces: list[Face], min_side: int | None = None) -> np.ndarray:
-        """A new RGB image with each face's box and "label NN%" tag (see `emotion.annotate.annotate`)."""
+    def annotate(self, rgb: np.ndarray, faces: list[Face], min_side: int | None = LEGIBLE_SIDE) -> np.ndarray:
+        """A new RGB image with each face's box and "label NN%" tag (see `emotion.annotate.annotate`).
+
+        Images whose shorter side is under `min_side` (default 160 px) come back enlarged so the tag stays legible:
+        "happy 87%" cannot be read on a 48 px face crop. Pass `min_side=None` to keep the input size always.
+        """
         return annotate(rgb, faces, min_side)
 
 

@@ -23,7 +23,7 @@ def iou(a: Box, b: Box) -> float:
 @dataclass
 class _Track:
     box: np.ndarray  # float (x, y, w, h)
-    probs: np.ndarray  # (7,) smoothed probabilities
+    probs: np.ndarray | None  # (7,) smoothed probabilities; None until the track's first classification
     missed: int = 0
 
 
@@ -74,4 +74,5 @@ class FaceTracker:
         self.tracks += [_Track(np.asarray(boxes[i], dtype=float), None) for i in unmatched]
 
     def reset(self) -> None:
+        """Forget all faces (a new stream starts)."""
         self.tracks, self.frames = [], 0

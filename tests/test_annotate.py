@@ -21,8 +21,10 @@ def test_box_and_tag_in_the_emotion_colour_at_every_size(size):
     assert out.shape == image.shape
     colour_pixels = np.all(out == COLORS["happy"], axis=2).sum()
     assert colour_pixels > 0.004 * h * w  # box outline plus filled tag
-    # the tag's text is drawn inside the tag: dark pixels on the yellow tag exist
-    assert np.all(out == 0, axis=2).sum() < h * w
+    # the tag's text is drawn on the tag: dark (black-text) pixels inside the yellow tag's bounding rows and columns
+    tag_rows = np.flatnonzero(np.all(out == COLORS["happy"], axis=2).sum(axis=1) > w // 8)
+    tag = out[tag_rows.min() : tag_rows.max() + 1, box[0] : box[0] + box[2]]
+    assert (tag.max(axis=2) < 100).sum() > 10
 
 
 def test_tag_height_scales_with_the_image():
@@ -35,6 +37,12 @@ def test_tag_height_scales_with_the_image():
 def test_min_side_enlarges_tiny_images():
     out = annotate(np.zeros((48, 48, 3), np.uint8), [happy_face((0, 0, 48, 48))], min_side=256)
     assert out.shape == (256, 256, 3)
+
+
+def test_min_side_never_enlarges_past_the_size_cap():
+    out = annotate(np.zeros((1, 2048, 3), np.uint8), [], min_side=480)
+    assert out.shape == (1, 2048, 3)
+    assert max(annotate(np.zeros((100, 1500, 3), np.uint8), [], min_side=480).shape) == 2048
 
 
 def test_grayscale_input_comes_back_rgb():

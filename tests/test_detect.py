@@ -28,6 +28,7 @@ def test_boxes_map_back_to_full_size_pixels(detector):
 
 def test_min_face_size_filters_small_faces(detector):
     assert detector.detect(grace_hopper_rgb(), min_face_size=400) == []
+    assert detector.detect(grace_hopper_rgb(), min_face_size=10**9) == []  # larger than the image
     with pytest.raises(ValueError, match="at least"):
         FaceDetector(min_face_size=10)
 

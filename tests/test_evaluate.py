@@ -20,6 +20,15 @@ def test_evaluate_prints_the_table_and_writes_json(tmp_path, capsys):
     assert 0 <= metrics["accuracy"] <= 1
 
 
+def test_a_named_model_that_cannot_load_is_an_error_not_a_fallback(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    make_face_folders(tmp_path / "val", per_class=1)
+    assert evaluate.main(["--data", str(tmp_path / "val"), "--model", "runs/typo"]) == 2
+    assert "Cannot load --model runs/typo" in capsys.readouterr().err
+
+
 def test_evaluate_command_line(tmp_path):
     make_face_folders(tmp_path / "set", per_class=2)
     shutil.rmtree(tmp_path / "set" / "fear")

@@ -17,8 +17,9 @@ def test_bundled_model_loads_with_its_config():
     assert loaded.config["labels"][3] == "happy"
 
 
-def test_unreachable_hub_falls_back_fast_and_says_so(caplog):
-    # No network here (as on CI): the quick reachability check spares huggingface_hub's retry loop.
+def test_unreachable_hub_falls_back_fast_and_says_so(caplog, monkeypatch):
+    # A Hub endpoint nobody listens on: the quick reachability check spares huggingface_hub's retry loop.
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1")
     started = time.time()
     with caplog.at_level(logging.INFO, logger="emotion.model_store"):
         loaded = model_store.load(repo_id="someone/missing-model", revision="v9")
@@ -66,6 +67,13 @@ def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog):
         loaded = model_store.load(repo_id="org/emotion", revision="v1")
     assert loaded.source.startswith("bundled:")
     assert "falling back to the bundled model" in caplog.text
+    assert "nothing is cached" not in caplog.text  # the reason given is the broken file, not the network
+
+
+def test_without_fallback_the_error_is_raised(monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(Exception, match="(?i)cache|local"):
+        model_store.load(repo_id="someone/model", fallback=False)
 
 
 def test_online_path_downloads_the_pinned_revision(tmp_path, monkeypatch):

@@ -36,6 +36,9 @@ def test_a_face_crop_without_detection_is_classified_whole(recognizer):
     assert len(faces) == 1 and faces[0].whole_image and faces[0].box == (0, 0, 48, 48)
     check_face(faces[0])
     assert recognizer.detect(crop, crop_fallback=False) == []
+    # a 48 px crop comes back enlarged so that "label NN%" is legible
+    assert recognizer.annotate(crop, faces).shape == (160, 160, 3)
+    assert recognizer.annotate(crop, faces, min_side=None).shape == (48, 48, 3)
 
 
 def test_no_face_gives_an_empty_list(recognizer):

@@ -14,7 +14,8 @@ from emotion.data import load_dataset, stratified_split
 from emotion.networks import build_model
 from fakedata import make_face_folders
 
-OUTPUTS = ["emotion_cnn.keras", "config.json", "metrics.json", "confusion_matrix.png", "training_curves.png", "README.md"]
+OUTPUTS = ["emotion_cnn.keras", "config.json", "recipe.json", "metrics.json", "confusion_matrix.png",
+           "training_curves.png", "README.md"]
 FAST = ["--epochs", "5", "--batch-size", "16", "--augment", "none", "--lr", "0.05"]
 
 
@@ -46,6 +47,7 @@ def test_seed_architecture_is_the_seed_report_cnn():
     assert [d.units for d in dense] == [512, 512, 7]
     assert dense[-1].activation.__name__ == "softmax"
     assert train.RECIPES["seed"]["optimizer"] == "adam" and train.RECIPES["seed"]["lr"] == 1e-3
+    assert model.count_params() == 4_444_423  # facts.md: the seed CNN has 4.45 M parameters
 
 
 def test_training_writes_a_complete_model_folder(trained):
@@ -56,10 +58,28 @@ def test_training_writes_a_complete_model_folder(trained):
     assert config["input_size"] == [48, 48, 1] and config["architecture"] == "vgg"
     assert config["training"]["epochs_run"] == 5 and config["training"]["optimizer"] == "sgd"
     metrics = json.loads((trained / "metrics.json").read_text())
-    for key in ("accuracy", "macro_f1", "weighted_f1", "loss", "macro_precision", "macro_recall", "per_class", "ece"):
+    for key in ("accuracy", "macro_f1", "weighted_f1", "loss", "macro_precision", "macro_recall", "per_class", "ece",
+                "ece_before_calibration", "ece_after_calibration_heldout"):
         assert key in metrics
     card = (trained / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: keras" in card and f"{metrics['accuracy']:.4f}" in card
+
+
+def test_recipe_json_reproduces_the_run_settings(trained, data, tmp_path):
+    recipe = json.loads((trained / "recipe.json").read_text())
+    assert recipe["epochs"] == 5 and recipe["augment"] == "none" and recipe["arch"] == "vgg"
+    args = train.parse_args(["--data", str(data), "--config", str(trained / "recipe.json")])
+    assert train.resolve_recipe(args) == recipe
+    args = train.parse_args(["--data", str(data), "--config", str(trained / "recipe.json"), "--epochs", "9"])
+    assert train.resolve_recipe(args)["epochs"] == 9  # flags override the file
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(data, trained, caplog):
+    before = (trained / "checkpoints" / "state.json").read_text()
+    with caplog.at_level(logging.ERROR, logger="train"):
+        assert train.main(["--data", str(data), "--out", str(trained), *FAST]) == 2
+    assert "--resume" in caplog.text
+    assert (trained / "checkpoints" / "state.json").read_text() == before
 
 
 def test_training_actually_learns(trained):
