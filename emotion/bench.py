@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 
 from .detect import Box, FaceDetector, crop_face
-from .preprocess import INPUT_SIZE, preprocess_face
-from .recognizer import FACE_MARGIN, EmotionRecognizer, face_from_probs
+from .images import load_image
+from .recognizer import EmotionRecognizer, face_from_probs
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -83,28 +83,9 @@ def machine_info() -> dict:
     }
 
 
-def pick_decoder() -> tuple[Callable[[bytes], np.ndarray], str]:
-    """The app's upload decoder, `emotion.images.load_image`, or cv2.imdecode where that module is missing."""
-    try:
-        from .images import load_image
-    except ImportError:
-        return _cv2_decode, "cv2.imdecode (emotion.images.load_image not found)"
-    return load_image, "emotion.images.load_image"
-
-
-def _cv2_decode(data: bytes) -> np.ndarray:
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def example_photos() -> list[Path]:
-    """The committed example photos, or matplotlib's Grace Hopper portrait when examples/ holds none yet."""
-    photos = sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
-    if photos:
-        return photos
-    import matplotlib.cbook
-
-    return [Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+    """The committed example photos."""
+    return sorted(p for p in EXAMPLES.glob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -188,7 +169,7 @@ def encode_jpeg(rgb: np.ndarray) -> bytes:
 def run_once(recognizer: EmotionRecognizer, decode: Callable[[bytes], np.ndarray], jpeg: bytes) -> tuple[dict, int]:
     """One pass of the pipeline split into timed stages (seconds), and the number of faces it found.
 
-    Mirrors `EmotionRecognizer.detect` (incl. its whole-image fallback when no face is found) + `annotate`.
+    The stages of `EmotionRecognizer.detect` (find_faces, preprocess_boxes, classify_faces) + `annotate`.
     """
     times = {}
     clock = start = time.perf_counter()
@@ -200,14 +181,11 @@ def run_once(recognizer: EmotionRecognizer, decode: Callable[[bytes], np.ndarray
 
     rgb = decode(jpeg)
     lap("decode")
-    boxes = recognizer.detector.detect(rgb)
-    if not boxes and recognizer.detector.looks_like_face_crop(rgb):
-        boxes = [(0, 0, rgb.shape[1], rgb.shape[0])]
+    boxes, whole_image = recognizer.find_faces(rgb)
     lap("detect")
-    crops = [preprocess_face(crop_face(rgb, box, FACE_MARGIN)) for box in boxes]
-    batch = np.stack(crops) if crops else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
+    batch = recognizer.preprocess_boxes(rgb, boxes)
     lap("preprocess")
-    faces = [face_from_probs(box, probs) for box, probs in zip(boxes, recognizer.classify_faces(batch))]
+    faces = [face_from_probs(box, p, whole_image) for box, p in zip(boxes, recognizer.classify_faces(batch))]
     lap("classify")
     recognizer.annotate(rgb, faces)
     lap("annotate")
@@ -358,14 +336,6 @@ def cold_app(example: Path, requests: int = 5, timeout: float = 180) -> dict:
                 process.wait()
 
 
-def cold_app_if_possible() -> dict:
-    """`cold_app` on the first example photo, or why it cannot run yet."""
-    example = next((p for p in example_photos() if p.is_relative_to(EXAMPLES)), None)
-    if not (ROOT / "app.py").exists() or example is None:
-        return {"skipped": "app.py or the example photos do not exist yet"}
-    return cold_app(example)
-
-
 def check_targets(result: dict) -> dict:
     """Each target's measured value, limit and pass/fail (None where the value was not measured)."""
     checks = {}
@@ -413,13 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 2 if args.quick else 10
 
     recognizer = EmotionRecognizer.load()
-    decode, decoder_name = pick_decoder()
+    decode, decoder_name = load_image, "emotion.images.load_image"
     frames, photos = make_frames(recognizer.detector)
     result = {"machine": machine_info(), "model": recognizer.source, "decoder": decoder_name, "photos": photos,
               "warmup": warmup, "frames": bench_frames(recognizer, decode, frames, repeats, warmup, budget)}
     result["cold"] = {
         "model_load": {"skipped": "--quick"} if args.quick else cold_model_load(),
-        "app": {"skipped": "--no-app"} if args.no_app else cold_app_if_possible(),
+        "app": {"skipped": "--no-app"} if args.no_app else cold_app(example_photos()[0]),
     }
     bench_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     app_mb = result["cold"]["app"].get("peak_rss_mb")

@@ -64,12 +64,28 @@ class EmotionRecognizer:
         """(N, 7) probabilities for preprocessed faces (N, 48, 48, 1)."""
         return self.classifier.predict(faces)
 
-    def classify_boxes(self, rgb: np.ndarray, boxes: list[Box]) -> list[Face]:
+    def preprocess_boxes(self, rgb: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """The model input (N, 48, 48, 1) for the faces at `boxes`."""
+        if not boxes:
+            return np.zeros((0, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
+        return np.stack([preprocess_face(crop_face(rgb, box, FACE_MARGIN)) for box in boxes])
+
+    def classify_boxes(self, rgb: np.ndarray, boxes: list[Box], whole_image: bool = False) -> list[Face]:
         """Classify the faces at `boxes` of an RGB image in one batched model call."""
         if not boxes:
             return []
-        batch = np.stack([preprocess_face(crop_face(rgb, box, FACE_MARGIN)) for box in boxes])
-        return [face_from_probs(box, probs) for box, probs in zip(boxes, self.classify_faces(batch))]
+        probs = self.classify_faces(self.preprocess_boxes(rgb, boxes))
+        return [face_from_probs(box, p, whole_image) for box, p in zip(boxes, probs)]
+
+    def find_faces(
+        self, rgb: np.ndarray, min_face_size: int | None = None, crop_fallback: bool = True
+    ) -> tuple[list[Box], bool]:
+        """The face boxes of `detect`, and whether they are the whole image taken as a face crop."""
+        boxes = self.detector.detect(rgb, min_face_size)
+        if not boxes and crop_fallback and self.detector.looks_like_face_crop(rgb):
+            height, width = rgb.shape[:2]
+            return [(0, 0, width, height)], True
+        return boxes, False
 
     def detect(self, rgb: np.ndarray, min_face_size: int | None = None, crop_fallback: bool = True) -> list[Face]:
         """Find and classify every face in an HxWx3 uint8 RGB image, largest first.
@@ -78,13 +94,8 @@ class EmotionRecognizer:
         result is marked `whole_image=True`.
         """
         _check_image(rgb)
-        boxes = self.detector.detect(rgb, min_face_size)
-        if not boxes and crop_fallback and self.detector.looks_like_face_crop(rgb):
-            height, width = rgb.shape[:2]
-            whole = (0, 0, width, height)
-            probs = self.classify_faces(preprocess_face(rgb)[None])[0]
-            return [face_from_probs(whole, probs, whole_image=True)]
-        return self.classify_boxes(rgb, boxes)
+        boxes, whole_image = self.find_faces(rgb, min_face_size, crop_fallback)
+        return self.classify_boxes(rgb, boxes, whole_image)
 
     def annotate(self, rgb: np.ndarray, faces: list[Face], min_side: int | None = LEGIBLE_SIDE) -> np.ndarray:
         """A new RGB image with each face's box and "label NN%" tag (see `emotion.annotate.annotate`).
