@@ -8,47 +8,80 @@ of the most prominent face, and every face found out.
 """
 
 import logging
+import math
+import numbers
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
+import numpy as np
 from gradio import processing_utils
+from PIL import Image
 
 from emotion import LABELS, EmotionRecognizer
 from emotion.camera import CameraError, iter_camera_frames, redact_url
 from emotion.detect import CASCADE_WINDOW, DEFAULT_MIN_FACE
 from emotion.images import ImageError, load_image
+from emotion.recognizer import Face
 from emotion.tracking import FaceTracker
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
 
 
-def save_image_atomically(image, cache_dir, name="image", format="webp"):
+def save_image_atomically(image: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
     """Gradio's `processing_utils.save_pil_to_cache`, but the file is written aside and renamed into place.
 
     Gradio 6.31 names an output image by the hash of its bytes and rewrites that file in place, so when two
     requests return the same image at once (one photo sent twice, a still webcam scene) a download can catch it
     truncated and arrive empty: 9 of 120 identical concurrent /predict calls failed that way, none with this.
+    A file already in the cache is complete (it was renamed into place whole), so it is only touched.
     """
     data = processing_utils.encode_pil_to_bytes(image, format)
-    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.{format}"
-    if path.exists():
-        os.utime(path)  # handed out again: restart its delete_cache age
-    else:
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(staging, path)
+    path = Path(cache_dir) / processing_utils.hash_bytes(data) / f"{name}.{format}"
+    try:
+        os.utime(path)  # handed out again: restart its delete_cache age (Gradio's clean-up reads the ctime)
+    except FileNotFoundError:  # new, or the scheduled cache clean-up deleted it a moment ago: (re)write it
+        _write_atomically(path, data)
     return str(path.resolve())
 
 
-processing_utils.save_pil_to_cache = save_image_atomically  # a fix for Gradio 6.31; see the docstring
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place: readers never see it partial."""
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.")
+        except FileNotFoundError:  # the folder was removed between mkdir and mkstemp: make it again
+            if attempt == 2:
+                raise
+            continue
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(staging, path)
+            return
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+
+
+# The fix replaces a Gradio internal, so it is applied only to the versions it was checked against: their
+# save_pil_to_cache has this signature and this in-place write. Another version runs Gradio's own code (a warning).
+ATOMIC_CACHE_GRADIO_VERSIONS = {"6.31.0"}
+if gr.__version__ in ATOMIC_CACHE_GRADIO_VERSIONS:
+    processing_utils.save_pil_to_cache = save_image_atomically
+else:
+    log.warning(
+        "Gradio %s is not one of %s: its save_pil_to_cache is left as it is, so identical concurrent images may "
+        "arrive truncated; check app.save_image_atomically against this version.",
+        gr.__version__, sorted(ATOMIC_CACHE_GRADIO_VERSIONS),
+    )
 
 recognizer = EmotionRecognizer.load()  # once per process, never per request; logs which model it used
 log.info("Model: %s", recognizer.source)
@@ -65,29 +98,64 @@ WEBCAM_EVERY = 0.04  # seconds between frames the browser sends: up to 25 frames
 WEBCAM_SIZE = {"width": {"ideal": 640}, "height": {"ideal": 480}}  # frame size is the first lever on speed
 WEBCAM_TIME_LIMIT = 300  # seconds a webcam session may hold one of the worker slots before it must restart
 FPS_WINDOW = 1.0  # seconds over which the shown frame rate is measured
+MAX_MIN_FACE = 4096  # pixels: /predict callers may go past the slider's 400, but not absurdly (it is a face size)
+FAILED_SUMMARY = "**No result.** This image could not be analysed: see the error message."
 
 
-def plural(count, noun):
+def plural(count: int, noun: str) -> str:
+    """`count` and `noun`, plural unless the count is 1: "1 face", "3 faces"."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def confident(faces, threshold):
+def confident(faces: list[Face], threshold: float) -> list[Face]:
     """The faces whose top label reaches the confidence threshold."""
     return [face for face in faces if face.confidence >= threshold]
 
 
-def predict(image, min_face_size=DEFAULT_MIN_FACE, threshold=0.0):
-    """Detect and classify every face in one image.
+def _finite(value: Any) -> float | None:
+    """`value` as a float if it is a finite real number (not a bool, a string or None), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def check_settings(min_face_size: Any, threshold: Any) -> tuple[int, float]:
+    """The minimum face size (pixels) and confidence threshold, checked; gr.Error with a message if out of range.
+
+    /predict skips Gradio's preprocessing (see `predict`), and with it the sliders' own range checks, so API
+    callers' values are checked here.
+    """
+    size = _finite(min_face_size)
+    if size is None or not CASCADE_WINDOW <= size <= MAX_MIN_FACE:
+        raise gr.Error(
+            f"The minimum face size must be a number of pixels from {CASCADE_WINDOW} to {MAX_MIN_FACE}, "
+            f"not {min_face_size!r:.40}.",
+            print_exception=False,
+        )
+    limit = _finite(threshold)
+    if limit is None or not 0.0 <= limit <= 1.0:
+        raise gr.Error(
+            f"The confidence threshold must be a number from 0 to 1, not {threshold!r:.40}.", print_exception=False
+        )
+    return int(size), limit
+
+
+def predict(
+    image: dict[str, Any] | None, min_face_size: Any = DEFAULT_MIN_FACE, threshold: Any = 0.0
+) -> tuple[np.ndarray, dict[str, float] | None, list[dict[str, Any]]]:
+    """Detect and classify every face in one image (the /predict endpoint; `image` is Gradio's FileData dict).
 
     Returns the annotated image, the probabilities of the most prominent (largest) face over the 7 emotions,
     and the list of faces, largest first, each with its box (x, y, w, h), label, confidence and probabilities.
     """
     if not image:
         raise gr.Error("Upload or paste an image first.", print_exception=False)
+    min_face, limit = check_settings(min_face_size, threshold)
     try:
         # The event skips Gradio's own decoding (preprocess=False), so that a bad file gets our message, not "Error".
         rgb = load_image(image.get("path"))
-        faces = confident(recognizer.detect(rgb, int(min_face_size)), float(threshold))
+        faces = confident(recognizer.detect(rgb, min_face), limit)
     except (ImageError, ValueError) as error:  # a message for the user, not a traceback in the log
         raise gr.Error(str(error), print_exception=False) from None
     annotated = recognizer.annotate(rgb, faces, min_side=ANNOTATE_MIN_SIDE)
@@ -95,8 +163,13 @@ def predict(image, min_face_size=DEFAULT_MIN_FACE, threshold=0.0):
     return annotated, probabilities, [face.to_dict() for face in faces]
 
 
-def describe_faces(faces, threshold):
-    """The per-face table and a one-line summary of an image's result."""
+def clear_image_result() -> tuple[None, None, None, None, str]:
+    """After a failed prediction: clear the previous image's result, so that it is not taken for this one's."""
+    return None, None, None, None, FAILED_SUMMARY
+
+
+def describe_faces(faces: list[dict[str, Any]] | None, threshold: float) -> tuple[Any, Any]:
+    """The per-face table and a one-line summary of an image's result (no update while there is no result)."""
     if faces is None:
         return gr.skip(), gr.skip()
     rows = [
@@ -119,13 +192,14 @@ def describe_faces(faces, threshold):
 class WebcamSession:
     """One browser session's webcam state: its face tracker (smoothing across frames) and a frame-rate meter."""
 
-    def __init__(self):
+    def __init__(self) -> None:
+        """A fresh tracker and frame-rate window (one per webcam session)."""
         self.tracker = FaceTracker(recognizer, smoothing=0.6)
         self.window_start = time.perf_counter()
         self.window_frames = 0
         self.busy = 0.0  # seconds spent processing within the window
 
-    def tick(self, seconds):
+    def tick(self, seconds: float) -> str | None:
         """Count one processed frame; every FPS_WINDOW seconds, return the new frame-rate text (else None)."""
         self.window_frames += 1
         self.busy += seconds
@@ -137,8 +211,13 @@ class WebcamSession:
         return text
 
 
-def annotate_webcam(frame, session, min_face_size, threshold, detect_every):
-    """Annotate one webcam frame, with labels smoothed per face across frames."""
+def annotate_webcam(
+    frame: np.ndarray | None, session: WebcamSession | None, min_face_size: float, threshold: float, detect_every: float
+) -> tuple[Any, Any, WebcamSession | None]:
+    """Annotate one webcam frame, with labels smoothed per face across frames.
+
+    Returns the annotated frame, the frame-rate text (or no update) and the session state carried to the next frame.
+    """
     if frame is None:  # the stream can send an empty frame (camera starting or stopping): keep what is shown
         return gr.skip(), gr.skip(), session
     started = time.perf_counter()
@@ -150,8 +229,17 @@ def annotate_webcam(frame, session, min_face_size, threshold, detect_every):
     return annotated, gr.skip() if fps is None else fps, session
 
 
-def stream_camera(url, frame_skip, max_duration, min_face_size, threshold, session):
-    """Annotate frames from an IP camera until Stop, the maximum duration, or the end of the stream."""
+def stream_camera(
+    url: str, frame_skip: float, max_duration: float, min_face_size: float, threshold: float,
+    session: dict[str, threading.Event],
+) -> Iterator[tuple[Any, str]]:
+    """Annotate frames from an IP camera until Stop, the maximum duration, or the end of the stream.
+
+    Yields (annotated frame, status text). One stream per browser session: a second Start stops the first.
+    """
+    previous = session.get("stop")
+    if previous is not None:
+        previous.set()  # else the first stream could no longer be stopped and would hold a camera slot to its end
     stop = session["stop"] = threading.Event()
     tracker = FaceTracker(recognizer, smoothing=0.6)
     started = time.monotonic()
@@ -180,7 +268,7 @@ def stream_camera(url, frame_skip, max_duration, min_face_size, threshold, sessi
     yield gr.skip(), f"{reason} {plural(frames, 'frame')} shown."
 
 
-def stop_camera(session):
+def stop_camera(session: dict[str, threading.Event]) -> None:
     """Ask this session's camera stream to stop (it ends after the frame in progress)."""
     if "stop" in session:
         session["stop"].set()
@@ -271,9 +359,13 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
     # Events. Every one has a stable api_name; only /predict is on the API page. Streaming and UI-only events are
     # private (hidden, not callable by clients), except the camera pair, which is undocumented (hidden but
     # callable) so that scripts and tests can drive a camera session the way the page does.
-    gr.on(
+    predicted = gr.on(
         [predict_btn.click, input_img.upload], predict, inputs=[input_img, min_face_size, threshold],
         outputs=image_outputs, api_name="predict", preprocess=False,
+    )
+    predicted.failure(  # a failed prediction does not leave the previous image's result on screen
+        clear_image_result, outputs=[*image_outputs, face_table, face_summary], api_name="clear_image_result",
+        api_visibility="private", queue=False,
     )
     faces_json.change(
         describe_faces, inputs=[faces_json, threshold], outputs=[face_table, face_summary],

@@ -1,12 +1,33 @@
 """Shared pytest fixtures."""
 
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# --- The environment: tests and the apps they launch never inherit these from the developer's shell. ---
+
+# The model the app loads and whether it may reach private cameras: a test that wants one sets it itself.
+APP_ENV_VARIABLES = ("EMOTION_MODEL_REPO", "EMOTION_MODEL_REVISION", "EMOTION_ALLOW_PRIVATE_CAMERAS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def clean_app_environment() -> Iterator[None]:
+    """Unset APP_ENV_VARIABLES for the whole session (before any other session fixture starts an app)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in APP_ENV_VARIABLES:
+            patch.delenv(name, raising=False)
+        yield
+
 
 # --- Camera streams: a real MJPEG server (ffmpeg) on loopback. Used by tests/test_camera.py. ---
 
@@ -50,6 +71,7 @@ def serve_mjpeg(clip: Path, *output_args: str, loop: bool = True) -> tuple[subpr
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
+    """Terminate `process`, killing it if it has not exited after `timeout` seconds."""
     process.terminate()
     try:
         process.wait(timeout=timeout)
@@ -92,13 +114,6 @@ def mjpeg_server(camera_clip):
 # --- The app: `python app.py` launched ONCE per test session, shared by test_app_api.py, test_app_camera.py and
 # --- test_browser.py; plus a real face video for its camera tabs.
 
-import json  # noqa: E402 (this section was appended; its imports stay with it)
-import os  # noqa: E402
-import sys  # noqa: E402
-import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
 APP_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = APP_ROOT / "test-artifacts"  # screenshots and measurements (git-ignored)
 APP_START_TIMEOUT = 120  # seconds: generous, the 2 cores are shared with training runs
@@ -119,11 +134,12 @@ class AppServer:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory) -> Iterator[AppServer]:
-    """`python app.py` on a free loopback port: offline (bundled model), loopback cameras allowed."""
+    """`python app.py` on a free loopback port: offline (the Hub model's cache, else the bundled model), loopback
+    cameras allowed. The model settings are never inherited: the default Hub-then-bundled path is what runs."""
     tmp = tmp_path_factory.mktemp("app")
     port = free_port()
     env = dict(
-        os.environ,
+        {name: value for name, value in os.environ.items() if name not in APP_ENV_VARIABLES},
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_SERVER_PORT=str(port),
         EMOTION_ALLOW_PRIVATE_CAMERAS="1",

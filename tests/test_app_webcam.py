@@ -65,6 +65,9 @@ def test_frames_are_annotated_with_one_tracked_face_and_a_rate(app, frame):
 
 
 def test_the_confidence_threshold_hides_unsure_faces(app, frame):
-    image, _, session = app.annotate_webcam(frame, None, 48, 1.0, 1)  # no face is 100% sure
+    # Above any probability, so that no face is shown: 1.0 itself would not do, a confident model can reach it.
+    image, _, session = app.annotate_webcam(frame, None, 48, 1.5, 1)
     assert np.array_equal(image, frame)
     assert len(session.tracker.tracks) == 1  # it was found and tracked, only not shown
+    image, _, _ = app.annotate_webcam(frame, None, 48, 0.0, 1)
+    assert not np.array_equal(image, frame)  # the same face with no threshold: shown

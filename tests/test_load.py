@@ -2,8 +2,9 @@
 the webcam stream (tests/soak.py). Each runs as a script, as one would by hand, and leaves its JSON report in
 test-artifacts/ (load.json, soak.json). Together they take about 5 minutes.
 
-The soak streams EMOTION_SOAK_FRAMES frames (default 5000) but stops early after EMOTION_SOAK_SECONDS (default 300)
-on a slow machine. The full run, for the record: python tests/soak.py --frames 5000 --json test-artifacts/soak.json
+The soak streams EMOTION_SOAK_FRAMES frames (default 5000, as the reliability requirement asks) and must complete
+them all: EMOTION_SOAK_SECONDS (default 420) is only a safety cap, and a soak it cuts short fails. By hand:
+python tests/soak.py --frames 5000 --json test-artifacts/soak.json
 """
 
 import json
@@ -17,12 +18,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 USERS, SECONDS = 20, 60
 MAX_P95_S = 30.0  # see tests/loadtest.py: 16 queued + 2 running events, served 2 at a time, 3 s budget each
 SOAK_FRAMES = int(os.environ.get("EMOTION_SOAK_FRAMES", "5000"))
-SOAK_SECONDS = float(os.environ.get("EMOTION_SOAK_SECONDS", "300"))  # a safety cap: 5000 frames took 130-226 s here
-SOAK_MIN_FRAMES = 1000  # fewer (a very slow machine) would leave too short a run after the warm-up to judge
+# A safety cap, not a target: 5000 frames took about 150 s (32-38 frames/s) here, so this allows a machine 2.8x slower.
+SOAK_SECONDS = float(os.environ.get("EMOTION_SOAK_SECONDS", "420"))
 MAX_GROWTH_MB, MAX_SLOPE_MB = 50.0, 5.0  # after the warm-up; MB, and MB per 1000 frames (see tests/soak.py)
 
 
 def run_script(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a Python script from the checkout, printing its output (shown when a test fails)."""
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     print(result.stdout, result.stderr[-3000:], sep="\n")  # shown when a test fails
     return result
@@ -57,7 +59,7 @@ def test_memory_stays_flat_over_a_webcam_stream():
     result = run_script(args, timeout=SOAK_SECONDS + 300)
 
     report = json.loads(report_path.read_text())
-    assert report["frames"] >= min(SOAK_FRAMES, SOAK_MIN_FRAMES)
+    assert report["frames"] == SOAK_FRAMES, f"only {report['frames']} frames before the {SOAK_SECONDS:.0f} s cap"
     assert report["frames_with_a_face"] >= 0.9 * report["frames"]  # the real path ran: a face found and tracked
     assert report["growth_mb"] <= MAX_GROWTH_MB
     assert report["slope_mb_per_1000_frames"] <= MAX_SLOPE_MB
