@@ -25,6 +25,7 @@ from PIL import Image
 
 from emotion import LABELS, EmotionRecognizer
 from emotion.camera import CameraError, iter_camera_frames, redact_url
+from emotion.data import IMAGE_SUFFIXES
 from emotion.detect import CASCADE_WINDOW, DEFAULT_MIN_FACE
 from emotion.images import ImageError, load_image
 from emotion.recognizer import Face
@@ -91,7 +92,7 @@ os.environ.setdefault("GRADIO_RESET_EXAMPLES_CACHE", "True")
 EXAMPLES = sorted(
     str(path)
     for path in (Path(__file__).resolve().parent / "examples").iterdir()
-    if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    if path.suffix.lower() in IMAGE_SUFFIXES
 )
 ANNOTATE_MIN_SIDE = 480  # small uploads are enlarged before drawing, so that the labels stay legible
 WEBCAM_EVERY = 0.04  # seconds between frames the browser sends: up to 25 frames/s, newest frame wins
