@@ -65,6 +65,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def finish(report: dict, problems: list[str], json_path: Path | None) -> int:
+    """Print each problem, write the JSON report if asked; the exit status (1 if any problem). Shared with soak.py."""
+    for problem in problems:
+        print("FAIL:", problem)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2))
+    return 1 if problems else 0
+
+
 def start_app(log_path: Path) -> tuple[subprocess.Popen, str]:
     """`python app.py` on a free loopback port, offline; returns the process and its URL once it answers."""
     port = free_port()
@@ -233,12 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if report["app_rss_start_mb"] is not None:
         print(f"app RSS {report['app_rss_start_mb']} MB at the start, {report['app_rss_end_mb']} MB at the end "
               f"(max {report['app_rss_max_mb']} MB)")
-    for problem in problems:
-        print("FAIL:", problem)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-    return 1 if problems else 0
+    return finish(report, problems, args.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ warm-up). A 640x480 RGB frame is 0.9 MB, so keeping one frame in 200 alive would
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from loadtest import finish  # tests/ is on sys.path: this script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "examples" / "grace_hopper.jpg"
@@ -185,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['rss_start_mb']} MB; at the end {report['rss_end_mb']} MB (max {report['rss_max_mb']} MB)\n"
         f"growth {report['growth_mb']} MB, slope {report['slope_mb_per_1000_frames']} MB per 1000 frames"
     )
-    for problem in problems:
-        print("FAIL:", problem)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-    return 1 if problems else 0
+    return finish(report, problems, args.json)
 
 
 if __name__ == "__main__":

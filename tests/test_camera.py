@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import free_port
 from emotion import camera
 from emotion.camera import (
     ALLOW_PRIVATE_ENV,
@@ -47,12 +48,6 @@ from emotion.camera import (
     redact_url,
     validate_camera_url,
 )
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 # Names the fake resolver knows; everything else must be an IP literal (no DNS in tests).
 FAKE_DNS = {
