@@ -4,6 +4,7 @@
     python train.py --data ../shared/data/fer2013 --arch seed --out runs/seed # the seed report's CNN, as written
     python train.py --data ... --out runs/default --resume                    # continue after an interruption
     python train.py --data ... --config runs/default/recipe.json              # rerun a model folder's recipe
+    python train.py --data ... --init-from runs/default --lr 0.03 --epochs 80 --out runs/v2  # a warm restart
 
 DIR holds train/ plus val/ (or validation/ or test/), or a single folder-per-label tree that is split 80:20,
 stratified, with a fixed seed. The output folder holds emotion_cnn.keras, config.json, metrics.json,
@@ -73,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, help="validation share when DIR is a single folder (default 0.2)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
     p.add_argument("--seed", type=int, help=f"default {SEED}")
+    p.add_argument("--init-from", help="start from this model folder's (or .keras file's) weights: a warm restart")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the model folder (token from $HF_TOKEN)")
     p.add_argument("--hub-tag", default=DEFAULT_REVISION, help="tag the uploaded commit (the app pins this revision)")
@@ -83,7 +85,7 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
     """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     arch = args.arch or overrides.get("arch", "vgg")
-    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2)
+    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None)
     unknown = set(overrides) - set(recipe)
     assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
     recipe.update({key: value for key, value in overrides.items() if key != "arch"})
@@ -205,6 +207,20 @@ def to_float32(model: keras.Model, arch: str) -> keras.Model:
     return clean
 
 
+def init_model_path(init_from: str) -> Path:
+    """The .keras file that --init-from names: the file itself, or a model folder's emotion_cnn.keras."""
+    path = Path(init_from)
+    return path / MODEL_FILENAME if path.is_dir() else path
+
+
+def init_training(init_from: str | None) -> dict | None:
+    """The training section of the warm-start model's config.json, so the card tells the whole lineage."""
+    if not init_from:
+        return None
+    config = init_model_path(init_from).parent / CONFIG_FILENAME
+    return json.loads(config.read_text()).get("training") if config.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     args = parse_args(argv)
@@ -242,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             state = {"recipe": recipe, "epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "seconds": 0.0, "history": {}}
             model = build_model(recipe["arch"])
+            if recipe["init_from"]:
+                source = keras.saving.load_model(init_model_path(recipe["init_from"]), safe_mode=True, compile=False)
+                model.set_weights(source.get_weights())  # fails loudly if the architectures differ
+                log.info("starting from the weights of %s", recipe["init_from"])
             model.compile(
                 optimizer=make_optimizer(recipe, steps_per_epoch),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
@@ -290,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_images": int(len(train[0])),
             "val_images": int(len(val[0])),
             "data": str(args.data),
+            "init_training": init_training(recipe["init_from"]),
         },
         "val_metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss", "ece")},
     }

@@ -8,6 +8,15 @@ from .labels import LABELS
 def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
     """Write `folder/README.md` from the model's config.json and metrics.json contents."""
     training = config["training"]
+    lineage = ""
+    if training.get("init_from"):
+        before = training.get("init_training") or {}
+        lineage = (
+            f"- Warm restart: started from the weights of `{training['init_from']}`"
+            + (f" ({before.get('epochs_run')} epochs of {before.get('optimizer')}, lr {before.get('lr')}, "
+               f"{before.get('schedule')}, {before.get('training_seconds', 0) / 60:.0f} minutes)" if before else "")
+            + "; reproduce that model first, then this recipe.\n"
+        )
     rows = "\n".join(
         f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for label, m in metrics["per_class"].items()
@@ -60,7 +69,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
   augmentation {training['augment']}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
-- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
+{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 
 ## Data

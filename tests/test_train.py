@@ -130,3 +130,18 @@ def test_push_without_network_fails_clearly_and_keeps_the_folder(data, trained, 
     assert code == 1
     assert "Upload to me/emotion failed" in caplog.text and "is intact" in caplog.text
     assert sorted(p.name for p in trained.iterdir()) == before
+
+
+def test_init_from_starts_from_the_given_weights_and_records_the_lineage(data, trained, tmp_path):
+    out = tmp_path / "restart"
+    # A learning rate of ~0 keeps the weights where --init-from put them, so they must equal the source model's.
+    args = ["--data", str(data), "--out", str(out), *FAST, "--epochs", "1", "--lr", "1e-12", "--init-from", str(trained)]
+    assert train.main(args) == 0
+    source = keras.saving.load_model(trained / "emotion_cnn.keras")
+    restarted = keras.saving.load_model(out / "emotion_cnn.keras")
+    np.testing.assert_allclose(restarted.get_layer("s1_conv1").kernel.numpy(), source.get_layer("s1_conv1").kernel.numpy(), atol=1e-6)
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["init_from"] == str(trained)
+    assert config["training"]["init_training"]["epochs_run"] == 5
+    assert json.loads((out / "recipe.json").read_text())["init_from"] == str(trained)
+    assert "Warm restart: started from the weights of" in (out / "README.md").read_text()
