@@ -26,7 +26,7 @@ from PIL import Image
 from emotion import LABELS, EmotionRecognizer
 from emotion.camera import CameraError, iter_camera_frames, redact_url
 from emotion.data import IMAGE_SUFFIXES
-from emotion.detect import CASCADE_WINDOW, DEFAULT_MIN_FACE
+from emotion.detect import DEFAULT_MIN_FACE, SMALLEST_FACE
 from emotion.images import ImageError, load_image
 from emotion.recognizer import Face
 from emotion.tracking import FaceTracker
@@ -128,9 +128,9 @@ def check_settings(min_face_size: Any, threshold: Any) -> tuple[int, float]:
     callers' values are checked here.
     """
     size = _finite(min_face_size)
-    if size is None or not CASCADE_WINDOW <= size <= MAX_MIN_FACE:
+    if size is None or not SMALLEST_FACE <= size <= MAX_MIN_FACE:
         raise gr.Error(
-            f"The minimum face size must be a number of pixels from {CASCADE_WINDOW} to {MAX_MIN_FACE}, "
+            f"The minimum face size must be a number of pixels from {SMALLEST_FACE} to {MAX_MIN_FACE}, "
             f"not {min_face_size!r:.40}.",
             print_exception=False,
         )
@@ -284,7 +284,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
     with gr.Accordion("Settings (all tabs)", open=False):
         with gr.Row():
             min_face_size = gr.Slider(
-                CASCADE_WINDOW, 400, value=DEFAULT_MIN_FACE, step=4, label="Minimum face size (pixels)",
+                SMALLEST_FACE, 400, value=DEFAULT_MIN_FACE, step=4, label="Minimum face size (pixels)",
                 info="Smaller finds more distant faces but is slower and finds more false faces.",
             )
             threshold = gr.Slider(

@@ -19,6 +19,15 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Return an HxWx3 uint8 RGB version of an RGB, RGBA or grayscale image."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    return cv2.cvtColor(to_gray(image), cv2.COLOR_GRAY2RGB)
+
+
 def preprocess_face(face: np.ndarray) -> np.ndarray:
     """Turn a face crop (any size, gray/RGB/RGBA uint8) into the model input: (48, 48, 1) float32 in [0, 1]."""
     gray = to_gray(face)

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.detect import FaceDetector, crop_face
+from emotion.detect import FaceDetector, crop_face, fer_framing, pass_sides
 from photos import grace_hopper_rgb
 
 
@@ -22,7 +22,7 @@ def test_boxes_map_back_to_full_size_pixels(detector):
     photo = grace_hopper_rgb()
     big = cv2.resize(photo, None, fx=3, fy=3)
     (x, y, w, h), = detector.detect(photo)
-    (bx, by, bw, bh), = detector.detect(big, min_face_size=300)  # searched at 0.12x, mapped back
+    (bx, by, bw, bh), = detector.detect(big, min_face_size=300)  # searched at a fraction of the size, mapped back
     assert abs(bw / w - 3) < 0.4 and abs((bx + bw / 2) / (x + w / 2) - 3) < 0.3
 
 
@@ -31,6 +31,32 @@ def test_min_face_size_filters_small_faces(detector):
     assert detector.detect(grace_hopper_rgb(), min_face_size=10**9) == []  # larger than the image
     with pytest.raises(ValueError, match="at least"):
         FaceDetector(min_face_size=10)
+
+
+def test_a_small_face_is_found_in_a_large_frame(detector):
+    # Grace Hopper's face shrunk to about 60 px in a 1280x720 frame: only the finer pyramid passes can see it.
+    photo = grace_hopper_rgb()
+    (x, y, w, h), = detector.detect(photo)
+    small = cv2.resize(photo, None, fx=60 / w, fy=60 / w, interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    frame[400 : 400 + small.shape[0], 900 : 900 + small.shape[1]] = small
+    (bx, by, bw, bh), = detector.detect(frame)
+    assert 50 < bw < 75 and abs(bx - (900 + x * 60 / w)) < 15 and abs(by - (400 + y * 60 / w)) < 15
+
+
+def test_the_pyramid_has_as_many_passes_as_the_minimum_face_needs():
+    assert pass_sides(640, 48) == [128, 256]  # a 48 px face is 19 px at 256
+    assert pass_sides(640, 200) == [128]
+    assert pass_sides(1280, 48) == [128, 256, 512]
+    assert pass_sides(48, 24) == [128]
+
+
+def test_boxes_are_put_in_fer_framing_and_clipped_to_the_image():
+    x, y, w, h = fer_framing(np.array([100.0, 100.0, 50.0, 50.0]), 640, 480)
+    assert w == h == 62 and abs(x + w / 2 - 125) <= 1 and y + h / 2 < 125  # 1.24x, moved up
+    assert fer_framing(np.array([-20.0, 450.0, 60.0, 60.0]), 640, 480)[0] == 0
+    x, y, w, h = fer_framing(np.array([600.0, 450.0, 60.0, 60.0]), 640, 480)
+    assert x + w == 640 and y + h == 480
 
 
 def test_no_face_in_a_plain_gradient(detector):

@@ -28,10 +28,21 @@ def test_detects_and_classifies_a_real_photograph(recognizer):
     assert faces[0].to_dict()["box"] == list(faces[0].box)
 
 
-def test_a_face_crop_without_detection_is_classified_whole(recognizer):
+def test_a_face_crop_is_classified_as_a_whole(recognizer):
     photo = grace_hopper_rgb()
     (x, y, w, h) = recognizer.detect(photo)[0].box
     crop = cv2.resize(photo[y : y + h, x : x + w], (48, 48), interpolation=cv2.INTER_AREA)
+    (face,) = recognizer.detect(crop)  # found by the detector itself, clipped to the crop
+    assert face.box == (0, 0, 48, 48) and not face.whole_image
+
+
+def test_a_face_crop_without_detection_is_classified_whole(recognizer):
+    photo = grace_hopper_rgb()
+    (x, y, w, h) = recognizer.detect(photo)[0].box
+    # Brows to chin only: too tight for the detector, which needs a little of the head around the face.
+    crop = photo[int(y + 0.25 * h) : int(y + 0.875 * h), int(x + 0.25 * w) : int(x + 0.75 * w)]
+    crop = cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA)
+    assert recognizer.detector.detect(crop) == []
     faces = recognizer.detect(crop)
     assert len(faces) == 1 and faces[0].whole_image and faces[0].box == (0, 0, 48, 48)
     check_face(faces[0])
