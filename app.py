@@ -330,7 +330,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
             webcam_out = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="webcam-output")
         with gr.Row():
             detect_every = gr.Slider(
-                1, 10, value=2, step=1, label="Detect faces every N frames",
+                1, 10, value=1, step=1, label="Detect faces every N frames",
                 info="Higher is faster: frames in between reuse the tracked boxes (emotions are read every frame).",
             )
             webcam_fps = gr.Textbox(

@@ -151,7 +151,7 @@ def make_frames(detector: FaceDetector) -> tuple[dict[str, tuple[np.ndarray, int
     crops = [crop_face(image, boxes[0], CROP_MARGIN) for image, boxes in zip(images, found) if len(boxes) == 1]
     if not crops:
         raise RuntimeError(f"the detector finds no face in {[str(p) for p in photos]}")
-    portraits = [image for image, boxes in zip(images, found) if len(boxes) == 1] or images[:1]
+    portraits = [image for image, boxes in zip(images, found) if len(boxes) == 1]
     frames = {}
     for size in SIZES:
         # The first portrait whose face-erased frame holds no false face, so that the 0-face rows time the no-face
@@ -161,6 +161,8 @@ def make_frames(detector: FaceDetector) -> tuple[dict[str, tuple[np.ndarray, int
             none = erase_faces(one, detector.detect(one), backdrop(portrait, size))
             if not detector.detect(none):
                 break
+        else:
+            raise RuntimeError("every example portrait keeps a false face once its face is erased")
         name = f"{size[0]}x{size[1]}"
         frames[f"{name}_0faces"] = (none, 0)
         frames[f"{name}_1face"] = (one, 1)
@@ -251,13 +253,14 @@ def compare_fer(frames: dict, repeats: int, budget_s: float | None) -> dict:
     detector = FER()
     results = {}
     for name, (rgb, _) in frames.items():
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # fer reads images in OpenCV's BGR order
         for _ in range(3):
-            detector.detect_emotions(rgb)
+            detector.detect_emotions(bgr)
         deadline = time.perf_counter() + budget_s if budget_s else float("inf")
         times = []
         while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() < deadline):
             started = time.perf_counter()
-            found = detector.detect_emotions(rgb)
+            found = detector.detect_emotions(bgr)
             times.append(time.perf_counter() - started)
         results[name] = {"median_ms": _sig(np.median(times) * 1000), "faces_found": len(found)}
     return results

@@ -6,6 +6,7 @@ wanted minimum face size needs, and merges the boxes.
 """
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import cv2
@@ -20,12 +21,15 @@ NATIVE_SIDE = 128  # the model's training input size; every pass is this size ti
 STRIDE = 16  # the coarsest anchor grid: pass sizes are padded to multiples of it
 ANCHORS_PER_CELL = ((8, 2), (16, 6))  # (stride, anchors per grid cell) of the two output maps
 DETECT_SIZE = 18  # the smallest wanted face is at least this many pixels wide in the finest pass
-SMALLEST_FACE = 24  # the smallest min_face_size accepted (below it the pyramid grows past the image size)
+SMALLEST_FACE = 24  # the smallest min_face_size accepted
+MAX_PASS_SIDE = 1024  # the finest pass: a larger one costs seconds and GBs (faces under min_face_size may be missed)
+CACHED_PIXELS = 512 * 512  # networks for passes up to this size are kept between calls (see FaceDetector)
 DEFAULT_MIN_FACE = 48
 NMS_IOU = 0.3
 SURE_SCORE = 0.7  # a face scoring less than this is looked at again on its own before it is reported
-CONFIRM_SCORE = 0.6  # ... and kept if found again with at least this score
-MAX_NETS = 16
+CONFIRM_SCORE = 0.7  # ... and kept if found again with at least this score
+CONFIRM_CROP = 2.0  # ... in a crop this many times its size
+MAX_NETS = 8
 # BlazeFace's box spans brows to chin; the classifier was trained on FER2013 crops, which reach higher and wider.
 # Measured on 458 val/ faces pasted into 640x480 frames: the crop's centre is 0.09 box heights above the box centre
 # (median; IQR 0.04-0.14) and its side is 1.24x the box (IQR 1.14-1.41). Boxes are reported in that FER framing.
@@ -34,21 +38,27 @@ FER_SCALE = 1.24
 
 
 class FaceDetector:
-    """Finds faces at least `min_face_size` pixels wide; boxes are square, in FER2013 framing, largest first."""
+    """Finds faces whose box is at least `min_face_size` pixels wide, largest first.
+
+    Boxes are in FER2013 framing (square, 1.24x BlazeFace's own box, see FER_SCALE), clipped to the image.
+    """
 
     def __init__(self, min_face_size: int = DEFAULT_MIN_FACE, score_threshold: float = 0.5):
         if min_face_size < SMALLEST_FACE:
             raise ValueError(f"min_face_size must be at least {SMALLEST_FACE} pixels, got {min_face_size}")
+        if not 0 < score_threshold < 1:
+            raise ValueError(f"score_threshold must be between 0 and 1, got {score_threshold}")
         if not MODEL_FILE.is_file():
             raise RuntimeError(f"the face detector model {MODEL_FILE} is missing; it ships in models/ with the repo")
         self.min_face_size = int(min_face_size)
         self.score_threshold = float(score_threshold)
         # One network per input size: a cv2.dnn.Net re-plans all its layers whenever the input shape changes, which
-        # costs more than the pass itself when the pyramid's sizes alternate. Each holds a 229 KB model.
-        self._nets: dict[tuple[int, int], cv2.dnn.Net] = {}
+        # costs more than the pass itself when the pyramid's sizes alternate. A network keeps buffers for its size
+        # (tens of MB at 512 px), so only small sizes are kept, the most recently used MAX_NETS of them; larger
+        # passes (uploads) get a network of their own that is freed after the call.
+        self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock]] = OrderedDict()
+        self._nets_lock = threading.Lock()
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
-        # A cv2.dnn.Net keeps its blobs between calls: the app serves requests from several threads. One at a time.
-        self._lock = threading.Lock()
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Box]:
         """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first, clipped to the image."""
@@ -66,16 +76,17 @@ class FaceDetector:
             scores.append(score)
         boxes, scores = np.concatenate(boxes), np.concatenate(scores)
         keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_IOU)).reshape(-1)
+        keep = drop_nested(boxes, keep)
         keep = [i for i in keep if scores[i] >= SURE_SCORE or self._confirm(rgb, boxes[i])]
         result = [fer_framing(boxes[i], width, height) for i in keep]
-        result = [box for box in result if max(box[2], box[3]) >= min_face]
+        result = [box for box in result if min(box[2], box[3]) > 0 and max(box[2], box[3]) >= min_face]
         return sorted(result, key=lambda b: b[2] * b[3], reverse=True)
 
     def looks_like_face_crop(self, image: np.ndarray) -> bool:
         """True when the image is itself a tight crop of one face (a detector misses faces cut off by the border)."""
         rgb = to_rgb(image)
         height, width = rgb.shape[:2]
-        if not 0.6 <= width / height <= 1.6:
+        if height == 0 or width == 0 or not 0.6 <= width / height <= 1.6:
             return False
         # Give the face its surroundings back (a third of its side on every side), at the model's native size.
         side = round(NATIVE_SIDE * 3 / 5)
@@ -84,28 +95,32 @@ class FaceDetector:
         pad = (NATIVE_SIDE - side) // 2
         padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         boxes, _ = self._run(padded, 1.0)
-        return any(box[2] >= 0.4 * side for box in boxes)
+        # A face crop holds one face that fills it (BlazeFace's box is about 0.8 of a FER2013 crop), in the middle.
+        centre = NATIVE_SIDE / 2
+        return any(
+            w >= 0.55 * side and abs(x + w / 2 - centre) < 0.2 * side and abs(y + h / 2 - centre) < 0.25 * side
+            for x, y, w, h in boxes
+        )
 
     def _confirm(self, rgb: np.ndarray, box: np.ndarray) -> bool:
         """Look again at a doubtful face on its own: a crop twice its size, at the model's native 128 px.
 
         In the finer passes, textures (flag stars, a microphone, a badge) score 0.5-0.7; a face, seen at the size
-        BlazeFace was trained for, is found again, and they are not. Measured on the example photos (full size and
-        640x480) and on 300 val/ faces pasted into frames, SURE_SCORE 0.7 / CONFIRM_SCORE 0.6 removed every false
-        face in the examples and kept 85 % of the val/ faces at 200 px (91 % without this check).
+        BlazeFace was trained for, is found again (IoU >= 0.5) with a score of at least CONFIRM_SCORE, and they are
+        not. Measured on the example photos, full size and at 640x480, with minimum faces of 24 and 48 px: the false
+        faces re-scored 0.55-0.66, and none is left. The price, on 300 val/ faces pasted into 640x480 frames: 80 %
+        found at 200 px instead of 91 %; and a 48 px face in a photo is found 2 times in 3.
         """
         x, y, w, h = box
-        side = 2 * max(w, h)
-        crop = crop_face(rgb, (round(x + w / 2 - side / 2), round(y + h / 2 - side / 2), round(side), round(side)), 0.0)
-        if crop.size == 0:
+        side = round(CONFIRM_CROP * max(w, h))
+        if side < 2:
             return False
-        scale = NATIVE_SIDE / crop.shape[0]
-        found, scores = self._run(rescale(crop, scale, crop.shape[1], crop.shape[0]), scale)
-        found = found[scores >= CONFIRM_SCORE]
-        centres = found[:, :2] + found[:, 2:] / 2
-        # The same face: centred within a quarter of the crop's middle, and not much smaller or larger.
-        near = np.abs(centres - side / 2).max(axis=1, initial=0) < side / 4 if len(found) else np.zeros(0, bool)
-        return bool(np.any(near & (found[:, 2] > 0.3 * side) & (found[:, 2] < 0.9 * side)))
+        corner = (round(x + w / 2 - side / 2), round(y + h / 2 - side / 2))
+        crop = crop_face(rgb, (*corner, side, side), 0.0)
+        scale = NATIVE_SIDE / side
+        found, scores = self._run(rescale(crop, scale, side, side), scale)
+        checked = np.array([x - corner[0], y - corner[1], w, h])
+        return any(score >= CONFIRM_SCORE and iou(candidate, checked) >= 0.5 for candidate, score in zip(found, scores))
 
     def _run(self, small: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
         """One pass on `small`, a copy of the image scaled by `scale`: raw (N, 4) boxes in image pixels, and scores."""
@@ -113,8 +128,8 @@ class FaceDetector:
         pad_w, pad_h = -(-small_w // STRIDE) * STRIDE, -(-small_h // STRIDE) * STRIDE
         canvas = cv2.copyMakeBorder(small, 0, pad_h - small_h, 0, pad_w - small_w, cv2.BORDER_CONSTANT, value=0)
         blob = cv2.dnn.blobFromImage(canvas, 1 / 127.5, (pad_w, pad_h), (127.5, 127.5, 127.5))  # to [-1, 1], NCHW
-        with self._lock:
-            net = self._net(pad_w, pad_h)
+        net, lock = self._net(pad_w, pad_h)
+        with lock:  # a Net keeps its blobs between calls, and the app serves requests from several threads
             net.setInput(blob)
             outputs = net.forward(net.getUnconnectedOutLayersNames())
         regressors, logits = sorted(outputs, key=lambda out: out.shape[-1], reverse=True)
@@ -127,12 +142,17 @@ class FaceDetector:
         boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
         return boxes, scores
 
-    def _net(self, width: int, height: int) -> cv2.dnn.Net:
-        if (width, height) not in self._nets:
-            if len(self._nets) >= MAX_NETS:  # images of many sizes (uploads): drop the oldest
-                self._nets.pop(next(iter(self._nets)))
-            self._nets[(width, height)] = cv2.dnn.readNetFromTFLite(str(MODEL_FILE))
-        return self._nets[(width, height)]
+    def _net(self, width: int, height: int) -> tuple[cv2.dnn.Net, threading.Lock]:
+        if width * height > CACHED_PIXELS:
+            return cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock()
+        with self._nets_lock:
+            if (width, height) in self._nets:
+                self._nets.move_to_end((width, height))
+            else:
+                if len(self._nets) >= MAX_NETS:
+                    self._nets.popitem(last=False)  # the least recently used
+                self._nets[(width, height)] = (cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock())
+            return self._nets[(width, height)]
 
     def anchors(self, width: int, height: int) -> np.ndarray:
         """Anchor centres (N, 2) in pixels for an input of this size, in the order of the model's outputs."""
@@ -161,9 +181,29 @@ def pass_sides(long_side: int, min_face: int) -> list[int]:
     A 640x480 frame with the default 48 px minimum runs at 128 and 256 (a 48 px face is 19 px there).
     """
     sides = [NATIVE_SIDE]
-    while sides[-1] * min_face / long_side < DETECT_SIZE:
+    while sides[-1] * min_face / long_side < DETECT_SIZE and sides[-1] * 2 <= MAX_PASS_SIDE:
         sides.append(sides[-1] * 2)
     return sides
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def drop_nested(boxes: np.ndarray, order: np.ndarray) -> list[int]:
+    """Indices of `order` (best first) minus boxes whose centre lies inside a better box: NMS keeps a box nested
+    in a face when their IoU is low (a smaller box on the same face, from another pass)."""
+    kept: list[int] = []
+    for i in order:
+        cx, cy = boxes[i][0] + boxes[i][2] / 2, boxes[i][1] + boxes[i][3] / 2
+        if not any(b[0] <= cx <= b[0] + b[2] and b[1] <= cy <= b[1] + b[3] for b in boxes[kept]):
+            kept.append(int(i))
+    return kept
 
 
 def fer_framing(box: np.ndarray, width: int, height: int) -> Box:
@@ -177,15 +217,38 @@ def fer_framing(box: np.ndarray, width: int, height: int) -> Box:
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """The square crop around `box`, grown by `margin` of its size on every side; edges beyond the image replicate."""
-    x, y, w, h = box
+    """The square crop around `box`, grown by `margin` of its size on every side; edges beyond the image replicate.
+
+    A box clipped by the image border (narrower than tall, touching a side) is first squared again on that side, so
+    that a face cut by the border is cropped around its own centre.
+    """
+    ih, iw = image.shape[:2]
+    x, y, w, h = unclip(box, iw, ih)
     side = max(w, h) * (1 + 2 * margin)
     cx, cy = x + w / 2, y + h / 2
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
-    ih, iw = image.shape[:2]
-    pads = (max(0, -y0), max(0, y1 - ih), max(0, -x0), max(0, x1 - iw))
-    crop = image[max(0, y0) : min(ih, y1), max(0, x0) : min(iw, x1)]
+    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
+    # Clamp to at least one pixel of overlap: copyMakeBorder needs a non-empty source.
+    sx0, sy0 = min(max(0, x0), iw - 1), min(max(0, y0), ih - 1)
+    sx1, sy1 = max(min(iw, x1), sx0 + 1), max(min(ih, y1), sy0 + 1)
+    crop = image[sy0:sy1, sx0:sx1]
+    pads = (sy0 - y0, y1 - sy1, sx0 - x0, x1 - sx1)
     if any(pads):
-        crop = cv2.copyMakeBorder(crop, *pads, cv2.BORDER_REPLICATE)
+        crop = cv2.copyMakeBorder(crop, *(max(0, p) for p in pads), cv2.BORDER_REPLICATE)
     return crop
+
+
+def unclip(box: Box, width: int, height: int) -> Box:
+    """A square box that one image border made narrower (or shorter), grown back out on the side it touches."""
+    x, y, w, h = box
+    if w < h:  # cut by the left or the right border
+        if x <= 0 and x + w < width:
+            x, w = x + w - h, h
+        elif x > 0 and x + w >= width:
+            w = h
+    elif h < w:  # cut by the top or the bottom border
+        if y <= 0 and y + h < height:
+            y, h = y + h - w, w
+        elif y > 0 and y + h >= height:
+            h = w
+    return (x, y, w, h)

@@ -14,8 +14,7 @@ from .preprocess import INPUT_SIZE, preprocess_face
 
 log = logging.getLogger(__name__)
 
-# FER2013 crops match the Haar box almost exactly: run on 322 val/ faces padded back into a larger frame, the
-# cascade's box was 1.01x the original crop (median) and centred on it. So crops use the box as it is.
+# The detector already reports boxes in FER2013's framing (emotion.detect.FER_SCALE), so crops use the box as it is.
 FACE_MARGIN = 0.0
 LEGIBLE_SIDE = 160  # annotate() enlarges smaller images so that their labels can be read
 

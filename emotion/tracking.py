@@ -65,7 +65,7 @@ class FaceTracker:
             scores = [iou(tuple(track.box), boxes[i]) for i in unmatched]
             if scores and max(scores) > 0.3:
                 best = unmatched.pop(int(np.argmax(scores)))
-                # Light box smoothing too: the cascade's boxes jitter by a few pixels between frames.
+                # Light box smoothing too: detector boxes jitter by a few pixels between frames.
                 track.box = 0.5 * track.box + 0.5 * np.asarray(boxes[best], dtype=float)
                 track.missed = 0
             else:

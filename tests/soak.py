@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-face-size", type=int, default=None, help="default: the app's slider default")
     parser.add_argument(
         "--detect-every", type=int, default=1,
-        help="detect faces every N frames; 1 (every frame) is the heaviest path; the app's slider default is 2",
+        help="detect faces every N frames; 1 (every frame, the app's default) is the heaviest path",
     )
     parser.add_argument("--max-growth", type=float, default=50.0, help="MB of RSS growth after the warm-up")
     parser.add_argument("--max-slope", type=float, default=5.0, help="MB per 1000 frames after the warm-up")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from emotion.detect import FaceDetector, crop_face, fer_framing, pass_sides
+from emotion.bench import EXAMPLES
 from photos import grace_hopper_rgb
 
 
@@ -49,6 +50,41 @@ def test_the_pyramid_has_as_many_passes_as_the_minimum_face_needs():
     assert pass_sides(640, 200) == [128]
     assert pass_sides(1280, 48) == [128, 256, 512]
     assert pass_sides(48, 24) == [128]
+    assert pass_sides(3840, 24)[-1] == 1024  # capped: a 4K pass would take seconds and gigabytes
+
+
+def test_textures_are_not_taken_for_faces_even_at_the_smallest_face_size(detector):
+    # Flag stars, a microphone, a mission badge: BlazeFace's finer passes score them 0.5-0.7 before the second look.
+    for name, faces in (("obama_speech.jpg", 1), ("composite_four_faces.jpg", 4), ("biden_arms_crossed.jpg", 1)):
+        photo = cv2.cvtColor(cv2.imread(str(EXAMPLES / name)), cv2.COLOR_BGR2RGB)
+        assert len(detector.detect(photo, min_face_size=24)) == faces, name
+        assert len(detector.detect(photo)) == faces, name
+
+
+def test_one_face_gives_one_box_at_every_minimum_size(detector):
+    for min_face in (24, 48, 96):
+        assert len(detector.detect(grace_hopper_rgb(), min_face)) == 1  # no smaller box nested in the face
+
+
+def test_odd_images_give_no_face_and_no_error(detector):
+    for shape in ((1, 1, 3), (2, 2, 3), (10, 3000, 3), (3000, 1, 3), (64, 64, 3), (0, 5, 3)):
+        image = np.zeros(shape, np.uint8)
+        if 0 not in shape:
+            assert detector.detect(image, min_face_size=24) == []
+        assert not detector.looks_like_face_crop(image)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FaceDetector(score_threshold=1.0)
+
+
+def test_a_face_cut_by_the_border_is_cropped_around_its_own_centre(detector):
+    photo = grace_hopper_rgb()
+    (x, y, w, h), = detector.detect(photo)
+    cut = photo[y + h // 3 :]  # the top third of the face box is gone
+    (bx, by, bw, bh), = detector.detect(cut)
+    assert by == 0 and bh < bw  # reported clipped to the image...
+    crop = crop_face(cut, (bx, by, bw, bh), margin=0.0)
+    assert crop.shape[0] == crop.shape[1] == bw  # ...but cropped square, grown back above the border
+    np.testing.assert_array_equal(crop[-1], cut[by + bh - 1, bx : bx + bw])  # the face's bottom row is the crop's
 
 
 def test_boxes_are_put_in_fer_framing_and_clipped_to_the_image():
