@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
     p.add_argument("--seed", type=int, help=f"default {SEED}")
     p.add_argument("--init-from", help="start from this model folder's (or .keras file's) weights: a warm restart")
+    p.add_argument("--average-from", type=int, metavar="EPOCH",
+                   help="stochastic weight averaging: average the weights of every epoch from EPOCH on")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the model folder (token from $HF_TOKEN)")
     p.add_argument("--hub-tag", default=DEFAULT_REVISION, help="tag the uploaded commit (the app pins this revision)")
@@ -85,7 +87,7 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
     """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     arch = args.arch or overrides.get("arch", "vgg")
-    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None)
+    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None)
     unknown = set(overrides) - set(recipe)
     assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
     recipe.update({key: value for key, value in overrides.items() if key != "arch"})
@@ -190,6 +192,43 @@ class Checkpoints(keras.callbacks.Callback):
         )
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Stochastic weight averaging: a running mean of the trainable weights at the end of each epoch from `start`
+    (1-based) on, kept in checkpoints/average.npz so that --resume continues it. Runs before `Checkpoints`."""
+
+    def __init__(self, start: int, folder: Path, state: dict):
+        super().__init__()
+        self.start, self.path, self.state = start, folder / "average.npz", state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 < self.start:
+            return
+        weights = [v.numpy().astype(np.float32) for v in self.model.trainable_variables]
+        count = self.state.get("averaged_epochs", 0)
+        if count:
+            average = load_average(self.path)
+            weights = [a + (w - a) / (count + 1) for a, w in zip(average, weights)]
+        np.savez(self.path, *weights)
+        self.state["averaged_epochs"] = count + 1
+
+
+def load_average(path: Path) -> list[np.ndarray]:
+    with np.load(path) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def averaged_model(ckpt: Path, train_ds: tf.data.Dataset) -> keras.Model:
+    """The last checkpoint with the averaged weights, and BatchNorm statistics recomputed for them: one pass over the
+    (augmented) training data in training mode, as averaged weights make the stored statistics stale."""
+    model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
+    for variable, value in zip(model.trainable_variables, load_average(ckpt / "average.npz")):
+        variable.assign(value)
+    update_statistics = tf.function(lambda x: model(x, training=True))
+    for x, _, _ in train_ds:
+        update_statistics(x)
+    return model
+
+
 def heldout_calibrated_ece(y: np.ndarray, probs: np.ndarray) -> float:
     """ECE after temperature scaling, measured honestly: fit on one half of the data, measure on the other, both ways."""
     calibrated = np.empty_like(probs)
@@ -268,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                 metrics=["accuracy"],
             )
     callbacks = [Checkpoints(ckpt, state)]
+    if recipe["average_from"]:
+        callbacks.insert(0, WeightAverage(recipe["average_from"], ckpt, state))
     if recipe["schedule"] == "plateau":
         callbacks.insert(0, keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=0.5, patience=3, mode="max"))
     if state["epoch"] < recipe["epochs"]:
@@ -276,8 +317,20 @@ def main(argv: list[str] | None = None) -> int:
             callbacks=callbacks, verbose=2, shuffle=False,  # train_ds shuffles itself, seeded
         )
 
+    averaging = None
+    if state.get("averaged_epochs"):
+        averaged = averaged_model(ckpt, train_ds)
     best = to_float32(keras.saving.load_model(ckpt / "best.keras", safe_mode=True), recipe["arch"])
     x_val, y_val = val
+    if state.get("averaged_epochs"):
+        # Selection on validation only: the averaged weights replace the best checkpoint if they do better.
+        averaged = to_float32(averaged, recipe["arch"])
+        scores = [float((Classifier(m).predict(x_val).argmax(1) == y_val).mean()) for m in (averaged, best)]
+        averaging = {"epochs": state["averaged_epochs"], "from_epoch": recipe["average_from"],
+                     "val_accuracy": scores[0], "best_checkpoint_val_accuracy": scores[1], "used": scores[0] >= scores[1]}
+        log.info("weight average of %d epochs: val accuracy %.4f (best checkpoint %.4f)", averaging["epochs"], *scores)
+        if averaging["used"]:
+            best = averaged
     plain = Classifier(best).predict(x_val)
     flipped = Classifier(best, tta="flip").predict(x_val)
     tta = "flip" if (flipped.argmax(1) == y_val).mean() >= (plain.argmax(1) == y_val).mean() else "none"
@@ -311,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_images": int(len(val[0])),
             "data": str(args.data),
             "init_training": init_training(recipe["init_from"]),
+            "weight_averaging": averaging,
         },
         "val_metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "loss", "ece")},
     }

@@ -9,6 +9,14 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
     """Write `folder/README.md` from the model's config.json and metrics.json contents."""
     training = config["training"]
     lineage = ""
+    averaging = ""
+    if training.get("weight_averaging"):
+        avg = training["weight_averaging"]
+        averaging = (
+            f"- Stochastic weight averaging of the {avg['epochs']} epochs from epoch {avg['from_epoch']} on (BatchNorm "
+            f"statistics recomputed): {avg['val_accuracy']:.4f} on validation against {avg['best_checkpoint_val_accuracy']:.4f} "
+            f"for the best checkpoint, so the {'average' if avg['used'] else 'best checkpoint'} is this model.\n"
+        )
     if training.get("init_from"):
         before = training.get("init_training") or {}
         lineage = (
@@ -69,7 +77,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
   augmentation {training['augment']}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
-{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
+{averaging}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 
 ## Data

@@ -145,3 +145,39 @@ def test_init_from_starts_from_the_given_weights_and_records_the_lineage(data, t
     assert config["training"]["init_training"]["epochs_run"] == 5
     assert json.loads((out / "recipe.json").read_text())["init_from"] == str(trained)
     assert "Warm restart: started from the weights of" in (out / "README.md").read_text()
+
+
+def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
+    model = build_model("vgg")
+    state = {}
+    callback = train.WeightAverage(start=2, folder=tmp_path, state=state)
+    callback.set_model(model)
+    snapshots = []
+    for epoch in range(4):  # epochs 1..4; epochs 2, 3 and 4 are averaged
+        for variable in model.trainable_variables:
+            variable.assign(np.random.default_rng(epoch).normal(size=variable.shape).astype(np.float32))
+        snapshots.append([v.numpy() for v in model.trainable_variables])
+        callback.on_epoch_end(epoch)
+    assert state["averaged_epochs"] == 3
+    expected = [np.mean([snap[i] for snap in snapshots[1:]], axis=0) for i in range(len(snapshots[0]))]
+    for got, want in zip(train.load_average(tmp_path / "average.npz"), expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_weight_averaging_run_picks_on_validation_and_resumes(data, tmp_path, caplog):
+    out = tmp_path / "swa"
+    args = ["--data", str(data), "--out", str(out), *FAST, "--average-from", "4"]
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert train.main(args) == 0
+    assert "weight average of 2 epochs" in caplog.text
+    averaging = json.loads((out / "config.json").read_text())["training"]["weight_averaging"]
+    assert averaging["epochs"] == 2 and averaging["from_epoch"] == 4
+    assert 0 <= averaging["val_accuracy"] <= 1 and averaging["used"] == (
+        averaging["val_accuracy"] >= averaging["best_checkpoint_val_accuracy"])
+    assert "Stochastic weight averaging of the 2 epochs" in (out / "README.md").read_text()
+    # Interrupted after epoch 4 (one epoch averaged): --resume trains epoch 5 and adds it to the average.
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    state.update(epoch=4, averaged_epochs=1, history={k: v[:4] for k, v in state["history"].items()})
+    (out / "checkpoints" / "state.json").write_text(json.dumps(state))
+    assert train.main([*args, "--resume"]) == 0
+    assert json.loads((out / "checkpoints" / "state.json").read_text())["averaged_epochs"] == 2
