@@ -23,13 +23,13 @@ ANCHORS_PER_CELL = ((8, 2), (16, 6))  # (stride, anchors per grid cell) of the t
 DETECT_SIZE = 18  # the smallest wanted face is at least this many pixels wide in the finest pass
 SMALLEST_FACE = 24  # the smallest min_face_size accepted
 MAX_PASS_SIDE = 1024  # the finest pass: a larger one costs seconds and GBs (faces under min_face_size may be missed)
-CACHED_PIXELS = 512 * 512  # networks for passes up to this size are kept between calls (see FaceDetector)
+CACHED_PIXELS = 512 * 384  # networks for passes up to this size are kept between calls (see FaceDetector)
 DEFAULT_MIN_FACE = 48
 NMS_IOU = 0.3
 SURE_SCORE = 0.7  # a face scoring less than this is looked at again on its own before it is reported
 CONFIRM_SCORE = 0.7  # ... and kept if found again with at least this score
 CONFIRM_CROP = 2.0  # ... in a crop this many times its size
-MAX_NETS = 8
+MAX_NETS = 6
 # BlazeFace's box spans brows to chin; the classifier was trained on FER2013 crops, which reach higher and wider.
 # Measured on 458 val/ faces pasted into 640x480 frames: the crop's centre is 0.09 box heights above the box centre
 # (median; IQR 0.04-0.14) and its side is 1.24x the box (IQR 1.14-1.41). Boxes are reported in that FER framing.
@@ -54,8 +54,8 @@ class FaceDetector:
         self.score_threshold = float(score_threshold)
         # One network per input size: a cv2.dnn.Net re-plans all its layers whenever the input shape changes, which
         # costs more than the pass itself when the pyramid's sizes alternate. A network keeps buffers for its size
-        # (tens of MB at 512 px), so only small sizes are kept, the most recently used MAX_NETS of them; larger
-        # passes (uploads) get a network of their own that is freed after the call.
+        # (36 MB at 512x384, 141 MB at 1024x768), so only small sizes are kept, the most recently used MAX_NETS of
+        # them; larger passes (uploads) get a network of their own that is freed after the call.
         self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock]] = OrderedDict()
         self._nets_lock = threading.Lock()
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
