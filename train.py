@@ -317,14 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             callbacks=callbacks, verbose=2, shuffle=False,  # train_ds shuffles itself, seeded
         )
 
-    averaging = None
-    if state.get("averaged_epochs"):
-        averaged = averaged_model(ckpt, train_ds)
     best = to_float32(keras.saving.load_model(ckpt / "best.keras", safe_mode=True), recipe["arch"])
     x_val, y_val = val
+    averaging = None
     if state.get("averaged_epochs"):
         # Selection on validation only: the averaged weights replace the best checkpoint if they do better.
-        averaged = to_float32(averaged, recipe["arch"])
+        averaged = to_float32(averaged_model(ckpt, train_ds), recipe["arch"])
         scores = [float((Classifier(m).predict(x_val).argmax(1) == y_val).mean()) for m in (averaged, best)]
         averaging = {"epochs": state["averaged_epochs"], "from_epoch": recipe["average_from"],
                      "val_accuracy": scores[0], "best_checkpoint_val_accuracy": scores[1], "used": scores[0] >= scores[1]}

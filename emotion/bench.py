@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -211,18 +212,23 @@ def time_frame(
     least MIN_REPEATS) after `warmup` untimed ones, and the face counts the timed runs found."""
     for _ in range(warmup):
         run_once(recognizer, decode, jpeg)
-    deadline = time.perf_counter() + budget_s if budget_s else float("inf")
-    runs, counts = [], set()
-    while len(runs) < repeats and (len(runs) < MIN_REPEATS or time.perf_counter() < deadline):
-        times, count = run_once(recognizer, decode, jpeg)
-        runs.append(times)
-        counts.add(count)
+    results = repeat_within(lambda: run_once(recognizer, decode, jpeg), repeats, budget_s)
+    runs, counts = [times for times, _ in results], {count for _, count in results}
     stages = {}
     for stage in STAGES:
         ms = np.array([run[stage] for run in runs]) * 1000
         stages[stage] = {"median_ms": _sig(np.median(ms)), "p95_ms": _sig(np.percentile(ms, 95))}
     fps = _sig(1000 / stages["total"]["median_ms"])
     return {"faces_staged": sorted(counts), "stages": stages, "fps": fps, "repeats": len(runs)}
+
+
+def repeat_within(run: Callable[[], Any], repeats: int, budget_s: float | None) -> list:
+    """The results of `repeats` calls of `run` (fewer if `budget_s` seconds run out first, but at least MIN_REPEATS)."""
+    deadline = time.perf_counter() + budget_s if budget_s else float("inf")
+    results = []
+    while len(results) < repeats and (len(results) < MIN_REPEATS or time.perf_counter() < deadline):
+        results.append(run())
+    return results
 
 
 def _sig(value: float) -> float:
@@ -256,13 +262,13 @@ def compare_fer(frames: dict, repeats: int, budget_s: float | None) -> dict:
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # fer reads images in OpenCV's BGR order
         for _ in range(3):
             detector.detect_emotions(bgr)
-        deadline = time.perf_counter() + budget_s if budget_s else float("inf")
-        times = []
-        while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() < deadline):
+        def timed() -> tuple[float, int]:
             started = time.perf_counter()
             found = detector.detect_emotions(bgr)
-            times.append(time.perf_counter() - started)
-        results[name] = {"median_ms": _sig(np.median(times) * 1000), "faces_found": len(found)}
+            return time.perf_counter() - started, len(found)
+
+        runs = repeat_within(timed, repeats, budget_s)
+        results[name] = {"median_ms": _sig(np.median([t for t, _ in runs]) * 1000), "faces_found": runs[-1][1]}
     return results
 
 

@@ -56,25 +56,22 @@ class FaceDetector:
         # costs more than the pass itself when the pyramid's sizes alternate. A network keeps buffers for its size
         # (36 MB at 512x384, 141 MB at 1024x768), so only small sizes are kept, the most recently used MAX_NETS of
         # them; larger passes (uploads) get a network of their own that is freed after the call.
-        self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock]] = OrderedDict()
+        self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock, np.ndarray]] = OrderedDict()
         self._nets_lock = threading.Lock()
-        self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Box]:
         """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first, clipped to the image."""
         rgb = to_rgb(image)
         height, width = rgb.shape[:2]
+        long_side = max(height, width)
         min_face = max(int(min_face_size or self.min_face_size), SMALLEST_FACE)
-        if min_face > max(height, width):  # no face that large fits
+        if min_face > long_side:  # no face that large fits
             return []
-        boxes, scores = [], []
-        copy = rgb
-        for side in reversed(pass_sides(max(height, width), min_face)):  # finest first: each copy is made from the last
-            copy = rescale(copy, side / max(height, width), width, height)
-            found, score = self._run(copy, side / max(height, width))
-            boxes.append(found)
-            scores.append(score)
-        boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+        passes, copy = [], rgb
+        for side in reversed(pass_sides(long_side, min_face)):  # finest first: each copy is made from the last
+            copy = rescale(copy, side / long_side, width, height)
+            passes.append(self._run(copy, side / long_side))
+        boxes, scores = (np.concatenate(parts) for parts in zip(*passes))
         keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_IOU)).reshape(-1)
         keep = drop_nested(boxes, keep)
         keep = [i for i in keep if scores[i] >= SURE_SCORE or self._confirm(rgb, boxes[i])]
@@ -91,9 +88,8 @@ class FaceDetector:
         # Give the face its surroundings back (a third of its side on every side), at the model's native size.
         side = round(NATIVE_SIDE * 3 / 5)
         scale = side / max(height, width)
-        small = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
         pad = (NATIVE_SIDE - side) // 2
-        padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        padded = cv2.copyMakeBorder(rescale(rgb, scale, width, height), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         boxes, _ = self._run(padded, 1.0)
         # A face crop holds one face that fills it (BlazeFace's box is about 0.8 of a FER2013 crop), in the middle.
         centre = NATIVE_SIDE / 2
@@ -128,42 +124,43 @@ class FaceDetector:
         pad_w, pad_h = -(-small_w // STRIDE) * STRIDE, -(-small_h // STRIDE) * STRIDE
         canvas = cv2.copyMakeBorder(small, 0, pad_h - small_h, 0, pad_w - small_w, cv2.BORDER_CONSTANT, value=0)
         blob = cv2.dnn.blobFromImage(canvas, 1 / 127.5, (pad_w, pad_h), (127.5, 127.5, 127.5))  # to [-1, 1], NCHW
-        net, lock = self._net(pad_w, pad_h)
+        net, lock, anchors = self._net(pad_w, pad_h)
         with lock:  # a Net keeps its blobs between calls, and the app serves requests from several threads
             net.setInput(blob)
             outputs = net.forward(net.getUnconnectedOutLayersNames())
         regressors, logits = sorted(outputs, key=lambda out: out.shape[-1], reverse=True)
         regressors, logits = regressors.reshape(-1, 16), logits.reshape(-1)
         keep = logits > np.log(self.score_threshold / (1 - self.score_threshold))  # sigmoid(logit) > threshold
-        anchors, reg = self.anchors(pad_w, pad_h)[keep], regressors[keep]
+        anchors, reg = anchors[keep], regressors[keep]
         scores = 1 / (1 + np.exp(-logits[keep]))
         # Each anchor regresses its box centre offset and size, in input pixels (keypoints, columns 4-15, are unused).
         centres, sizes = anchors + reg[:, :2], reg[:, 2:4]
         boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
         return boxes, scores
 
-    def _net(self, width: int, height: int) -> tuple[cv2.dnn.Net, threading.Lock]:
+    def _net(self, width: int, height: int) -> tuple[cv2.dnn.Net, threading.Lock, np.ndarray]:
+        """The network, its lock and its anchor centres for an input of this size."""
         if width * height > CACHED_PIXELS:
-            return cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock()
+            return cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock(), anchor_centres(width, height)
         with self._nets_lock:
             if (width, height) in self._nets:
                 self._nets.move_to_end((width, height))
             else:
                 if len(self._nets) >= MAX_NETS:
                     self._nets.popitem(last=False)  # the least recently used
-                self._nets[(width, height)] = (cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock())
+                net = cv2.dnn.readNetFromTFLite(str(MODEL_FILE))
+                self._nets[(width, height)] = (net, threading.Lock(), anchor_centres(width, height))
             return self._nets[(width, height)]
 
-    def anchors(self, width: int, height: int) -> np.ndarray:
-        """Anchor centres (N, 2) in pixels for an input of this size, in the order of the model's outputs."""
-        if (width, height) not in self._anchors:
-            grids = []
-            for stride, count in ANCHORS_PER_CELL:
-                ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
-                centres = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=-1).reshape(-1, 2)
-                grids.append(np.repeat(centres, count, axis=0))
-            self._anchors[(width, height)] = np.concatenate(grids).astype(np.float32)
-        return self._anchors[(width, height)]
+
+def anchor_centres(width: int, height: int) -> np.ndarray:
+    """Anchor centres (N, 2) in pixels for an input of this size, in the order of the model's outputs."""
+    grids = []
+    for stride, count in ANCHORS_PER_CELL:
+        ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
+        centres = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=-1).reshape(-1, 2)
+        grids.append(np.repeat(centres, count, axis=0))
+    return np.concatenate(grids).astype(np.float32)
 
 
 def rescale(image: np.ndarray, scale: float, width: int, height: int) -> np.ndarray:
