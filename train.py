@@ -51,6 +51,7 @@ RECIPES = {
         label_smoothing=0.1, class_weighting=True, augment="strong",
     ),
 }
+MIX_ALPHA = {"mixup": 0.4, "cutmix": 1.0}  # Beta(alpha, alpha) mixing proportions, as in the MixUp and CutMix papers
 SEED = 42
 
 log = logging.getLogger("train")
@@ -71,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--augment", choices=["none", "light", "strong"])
+    p.add_argument("--mix", choices=["none", "mixup", "cutmix"],
+                   help="pair each training face with another: blend them (mixup) or paste a box of one (cutmix)")
+    p.add_argument("--mix-alpha", type=float, help=f"Beta(alpha, alpha) mixing proportions (default {MIX_ALPHA})")
     p.add_argument("--val-fraction", type=float, help="validation share when DIR is a single folder (default 0.2)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
     p.add_argument("--seed", type=int, help=f"default {SEED}")
@@ -87,7 +91,8 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
     """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     arch = args.arch or overrides.get("arch", "vgg")
-    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None)
+    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
+                  mix="none", mix_alpha=None)
     unknown = set(overrides) - set(recipe)
     assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
     recipe.update({key: value for key, value in overrides.items() if key != "arch"})
@@ -95,6 +100,8 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
         value = getattr(args, key, None)
         if value is not None and key != "arch":
             recipe[key] = value
+    if recipe["mix"] != "none" and recipe["mix_alpha"] is None:
+        recipe["mix_alpha"] = MIX_ALPHA[recipe["mix"]]
     return recipe
 
 
@@ -136,6 +143,36 @@ def class_weights(y: np.ndarray) -> np.ndarray:
     return weights / (weights[y].mean())
 
 
+def sample_beta(shape, alpha: float) -> tf.Tensor:
+    a, b = tf.random.gamma(shape, alpha), tf.random.gamma(shape, alpha)
+    return a / (a + b)
+
+
+def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float):
+    """Pair every face of a batch with another of the same batch and mix labels and class weights in the proportion
+    the images were mixed: MixUp blends the two faces (a proportion per face), CutMix pastes a box of the partner into
+    the face (one box per batch, its area the partner's share)."""
+    n = tf.shape(x)[0]
+    partner = tf.random.shuffle(tf.range(n))
+    if kind == "mixup":
+        lam = sample_beta([n], alpha)
+        share = tf.cast(lam, x.dtype)[:, None, None, None]  # augmentation layers hand over bfloat16 under mixed precision
+        x = share * x + (1 - share) * tf.gather(x, partner)
+    else:
+        side = tf.shape(x)[1]
+        cut = tf.cast(tf.round(tf.cast(side, tf.float32) * tf.sqrt(1 - sample_beta([], alpha))), tf.int32)
+        centre = tf.random.uniform([2], 0, side, dtype=tf.int32)
+        low, high = tf.maximum(centre - cut // 2, 0), tf.minimum(centre - cut // 2 + cut, side)
+        rows, cols = tf.range(side) >= low[0], tf.range(side) >= low[1]
+        rows, cols = rows & (tf.range(side) < high[0]), cols & (tf.range(side) < high[1])
+        box = rows[:, None] & cols[None, :]
+        x = tf.where(box[None, :, :, None], tf.gather(x, partner), x)
+        lam = tf.fill([n], 1 - tf.reduce_mean(tf.cast(box, tf.float32)))
+    y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
+    w = lam * w + (1 - lam) * tf.gather(w, partner)
+    return x, y, w
+
+
 def make_datasets(train, val, recipe) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     (x_train, y_train), (x_val, y_val) = train, val
     weights = class_weights(y_train) if recipe["class_weighting"] else np.ones(len(LABELS))
@@ -149,6 +186,14 @@ def make_datasets(train, val, recipe) -> tuple[tf.data.Dataset, tf.data.Dataset]
         train_ds = train_ds.map(lambda x, y, w: (augment(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, onehot[y_val])).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
+
+
+def with_mixing(train_ds: tf.data.Dataset, recipe: dict) -> tf.data.Dataset:
+    """The training batches MixUp or CutMix pairs up (recipe["mix"]); unchanged for "none"."""
+    if recipe["mix"] == "none":
+        return train_ds
+    kind, alpha = recipe["mix"], recipe["mix_alpha"]
+    return train_ds.map(lambda x, y, w: mix_batch(x, y, w, kind, alpha), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def make_optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -313,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         callbacks.insert(0, keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=0.5, patience=3, mode="max"))
     if state["epoch"] < recipe["epochs"]:
         model.fit(
-            train_ds, validation_data=val_ds, epochs=recipe["epochs"], initial_epoch=state["epoch"],
+            with_mixing(train_ds, recipe), validation_data=val_ds, epochs=recipe["epochs"], initial_epoch=state["epoch"],
             callbacks=callbacks, verbose=2, shuffle=False,  # train_ds shuffles itself, seeded
         )
 
@@ -322,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     averaging = None
     if state.get("averaged_epochs"):
         # Selection on validation only: the averaged weights replace the best checkpoint if they do better.
+        # BatchNorm statistics come from unmixed faces, the kind the model sees in use.
         averaged = to_float32(averaged_model(ckpt, train_ds), recipe["arch"])
         scores = [float((Classifier(m).predict(x_val).argmax(1) == y_val).mean()) for m in (averaged, best)]
         averaging = {"epochs": state["averaged_epochs"], "from_epoch": recipe["average_from"],

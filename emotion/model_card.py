@@ -25,6 +25,8 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
                f"{before.get('schedule')}, {before.get('training_seconds', 0) / 60:.0f} minutes)" if before else "")
             + "; reproduce that model first, then this recipe.\n"
         )
+    mix = training.get("mix", "none")
+    mixing = f" with {mix} (alpha {training.get('mix_alpha')})" if mix != "none" else ""
     rows = "\n".join(
         f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for label, m in metrics["per_class"].items()
@@ -75,7 +77,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 - Optimizer {training['optimizer']} (lr {training['lr']}, weight decay {training['weight_decay']}), schedule {training['schedule']},
   {training['epochs']} epochs (best epoch {training['best_epoch']}), batch {training['batch_size']},
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
-  augmentation {training['augment']}, precision {training['precision']}, seed {training['seed']}.
+  augmentation {training['augment']}{mixing}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
 {averaging}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).

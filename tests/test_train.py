@@ -181,3 +181,34 @@ def test_weight_averaging_run_picks_on_validation_and_resumes(data, tmp_path, ca
     (out / "checkpoints" / "state.json").write_text(json.dumps(state))
     assert train.main([*args, "--resume"]) == 0
     assert json.loads((out / "checkpoints" / "state.json").read_text())["averaged_epochs"] == 2
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixing_mixes_faces_labels_and_weights_in_one_proportion(kind):
+    # Face i is flat grey i and has label i and weight 10 + i, so each mixed face's mean brightness and weight must be
+    # its mixed label's expectation of them.
+    n = len(train.LABELS)
+    x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 48, 48, 1)).copy()
+    y, w = np.eye(n, dtype=np.float32), 10 + np.arange(n, dtype=np.float32)
+    keras.utils.set_random_seed(3)
+    mixed_any = False
+    for _ in range(5):
+        xm, ym, wm = (t.numpy() for t in train.mix_batch(x, y, w, kind, train.MIX_ALPHA[kind]))
+        np.testing.assert_allclose(ym.sum(1), 1, atol=1e-5)
+        np.testing.assert_allclose(xm.mean(axis=(1, 2, 3)), ym @ np.arange(n), atol=1e-3)
+        np.testing.assert_allclose(wm, ym @ w, atol=1e-3)
+        mixed_any |= bool((ym.max(1) < 0.99).any())
+        if kind == "cutmix":  # a pasted box: every pixel is one of the two faces', never a blend
+            for face, labels in zip(xm, ym):
+                assert set(np.unique(face)) <= set(np.flatnonzero(labels > 0).astype(np.float32))
+    assert mixed_any
+
+
+def test_training_with_cutmix_under_bfloat16_records_the_mix(data, tmp_path):
+    out = tmp_path / "cutmix"
+    args = ["--data", str(data), "--out", str(out), *FAST, "--epochs", "2", "--augment", "light",
+            "--precision", "mixed_bfloat16", "--mix", "cutmix"]
+    assert train.main(args) == 0
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["mix"] == "cutmix" and recipe["mix_alpha"] == train.MIX_ALPHA["cutmix"]
+    assert "with cutmix (alpha 1.0)" in (out / "README.md").read_text()
