@@ -53,6 +53,9 @@ RECIPES = {
 }
 MIX_ALPHA = {"mixup": 0.4, "cutmix": 1.0}  # Beta(alpha, alpha) mixing proportions, as in the MixUp and CutMix papers
 SEED = 42
+# Settings every architecture shares; runs older than a setting count as having used its value here.
+COMMON_DEFAULTS = dict(seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
+                       mix="none", mix_alpha=None)
 
 log = logging.getLogger("train")
 
@@ -91,8 +94,7 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
     """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
     overrides = json.loads(Path(args.config).read_text()) if args.config else {}
     arch = args.arch or overrides.get("arch", "vgg")
-    recipe = dict(RECIPES[arch], arch=arch, seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
-                  mix="none", mix_alpha=None)
+    recipe = dict(RECIPES[arch], arch=arch, **COMMON_DEFAULTS)
     unknown = set(overrides) - set(recipe)
     assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
     recipe.update({key: value for key, value in overrides.items() if key != "arch"})
@@ -100,8 +102,14 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
         value = getattr(args, key, None)
         if value is not None and key != "arch":
             recipe[key] = value
-    if recipe["mix"] != "none" and recipe["mix_alpha"] is None:
+    if args.mix is not None and args.mix_alpha is None:
+        recipe["mix_alpha"] = None  # a mix named on the command line starts from its own alpha, not --config's
+    if recipe["mix"] == "none":
+        recipe["mix_alpha"] = None
+    elif recipe["mix_alpha"] is None:
         recipe["mix_alpha"] = MIX_ALPHA[recipe["mix"]]
+    elif recipe["mix_alpha"] <= 0:
+        raise SystemExit(f"--mix-alpha must be positive, got {recipe['mix_alpha']}")
     return recipe
 
 
@@ -143,34 +151,34 @@ def class_weights(y: np.ndarray) -> np.ndarray:
     return weights / (weights[y].mean())
 
 
-def sample_beta(shape, alpha: float) -> tf.Tensor:
-    a, b = tf.random.gamma(shape, alpha), tf.random.gamma(shape, alpha)
-    return a / (a + b)
-
-
-def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float):
-    """Pair every face of a batch with another of the same batch and mix labels and class weights in the proportion
-    the images were mixed: MixUp blends the two faces (a proportion per face), CutMix pastes a box of the partner into
-    the face (one box per batch, its area the partner's share)."""
+def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float, seed: tf.Tensor):
+    """Pair every face of a batch with another of the same batch: MixUp blends the two (a share per face), CutMix
+    pastes a box of the partner into the face (one box per batch, its area the partner's share). The loss then counts
+    each face's label with its class weight in the share its face has: the target is the class-weighted mix of the
+    two labels, normalised, and the sample weight the mix of the two weights. `seed` (2 integers) fixes every draw."""
     n = tf.shape(x)[0]
-    partner = tf.random.shuffle(tf.range(n))
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    partner = tf.argsort(tf.random.stateless_uniform([n], seeds[0]))
+    shape = [n] if kind == "mixup" else []
+    a, b = tf.random.stateless_gamma(shape, seeds[1], alpha), tf.random.stateless_gamma(shape, seeds[2], alpha)
+    lam = a / (a + b)  # Beta(alpha, alpha)
+    images = tf.cast(x, tf.float32)  # augmentation layers hand over bfloat16 under mixed precision
     if kind == "mixup":
-        lam = sample_beta([n], alpha)
-        share = tf.cast(lam, x.dtype)[:, None, None, None]  # augmentation layers hand over bfloat16 under mixed precision
-        x = share * x + (1 - share) * tf.gather(x, partner)
+        images = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * tf.gather(images, partner)
     else:
         side = tf.shape(x)[1]
-        cut = tf.cast(tf.round(tf.cast(side, tf.float32) * tf.sqrt(1 - sample_beta([], alpha))), tf.int32)
-        centre = tf.random.uniform([2], 0, side, dtype=tf.int32)
-        low, high = tf.maximum(centre - cut // 2, 0), tf.minimum(centre - cut // 2 + cut, side)
-        rows, cols = tf.range(side) >= low[0], tf.range(side) >= low[1]
-        rows, cols = rows & (tf.range(side) < high[0]), cols & (tf.range(side) < high[1])
-        box = rows[:, None] & cols[None, :]
-        x = tf.where(box[None, :, :, None], tf.gather(x, partner), x)
-        lam = tf.fill([n], 1 - tf.reduce_mean(tf.cast(box, tf.float32)))
-    y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, partner)
-    w = lam * w + (1 - lam) * tf.gather(w, partner)
-    return x, y, w
+        cut = tf.cast(tf.round(tf.cast(side, tf.float32) * tf.sqrt(1 - lam)), tf.int32)
+        low = tf.random.stateless_uniform([2], seeds[3], 0, side, dtype=tf.int32) - cut // 2
+        high = tf.minimum(low + cut, side)
+        low = tf.maximum(low, 0)
+        inside = [(tf.range(side) >= low[i]) & (tf.range(side) < high[i]) for i in (0, 1)]
+        box = inside[0][:, None] & inside[1][None, :]
+        images = tf.where(box[None, :, :, None], tf.gather(images, partner), images)
+        lam = tf.fill([n], 1 - tf.reduce_mean(tf.cast(box, tf.float32)))  # the box as clipped to the face
+    own, other = lam * w, (1 - lam) * tf.gather(w, partner)
+    weight = own + other
+    target = (own[:, None] * y + other[:, None] * tf.gather(y, partner)) / tf.maximum(weight, 1e-12)[:, None]
+    return tf.cast(images, x.dtype), target, weight
 
 
 def make_datasets(train, val, recipe) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -193,7 +201,11 @@ def with_mixing(train_ds: tf.data.Dataset, recipe: dict) -> tf.data.Dataset:
     if recipe["mix"] == "none":
         return train_ds
     kind, alpha = recipe["mix"], recipe["mix_alpha"]
-    return train_ds.map(lambda x, y, w: mix_batch(x, y, w, kind, alpha), num_parallel_calls=tf.data.AUTOTUNE)
+    # A seed per batch, new draws every epoch, the same run after run: stateful random ops in a map would repeat.
+    seeds = tf.data.Dataset.random(seed=recipe["seed"], rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(train_ds, seeds).map(
+        lambda batch, seed: mix_batch(*batch, kind, alpha, seed), num_parallel_calls=tf.data.AUTOTUNE
+    )
 
 
 def make_optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -334,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     with strategy.scope():
         if resuming:
             state = json.loads(state_path.read_text())
-            # Settings newer than the checkpoint (absent from its state) take their defaults.
-            changed = {k: (state["recipe"][k], v) for k, v in recipe.items() if state["recipe"].get(k, v) != v}
+            # Settings newer than the checkpoint (absent from its state) count as their defaults.
+            saved = {**COMMON_DEFAULTS, **state["recipe"]}
+            changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v}
             assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
             log.info("resuming after epoch %d", state["epoch"])

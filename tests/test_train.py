@@ -2,10 +2,12 @@
 
 import json
 import logging
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from huggingface_hub import constants
 
 import train
@@ -183,25 +185,73 @@ def test_weight_averaging_run_picks_on_validation_and_resumes(data, tmp_path, ca
     assert json.loads((out / "checkpoints" / "state.json").read_text())["averaged_epochs"] == 2
 
 
-@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
-def test_mixing_mixes_faces_labels_and_weights_in_one_proportion(kind):
-    # Face i is flat grey i and has label i and weight 10 + i, so each mixed face's mean brightness and weight must be
-    # its mixed label's expectation of them.
+def flat_faces(dtype=np.float32):
+    """Face i is flat grey i, has label i and class weight 10 + i."""
     n = len(train.LABELS)
-    x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 48, 48, 1)).copy()
-    y, w = np.eye(n, dtype=np.float32), 10 + np.arange(n, dtype=np.float32)
-    keras.utils.set_random_seed(3)
+    x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 48, 48, 1))
+    return tf.cast(x, dtype), np.eye(n, dtype=np.float32), 10 + np.arange(n, dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_mixing_counts_each_face_with_its_share_and_class_weight(kind):
+    x, y, w = flat_faces()
     mixed_any = False
-    for _ in range(5):
-        xm, ym, wm = (t.numpy() for t in train.mix_batch(x, y, w, kind, train.MIX_ALPHA[kind]))
-        np.testing.assert_allclose(ym.sum(1), 1, atol=1e-5)
-        np.testing.assert_allclose(xm.mean(axis=(1, 2, 3)), ym @ np.arange(n), atol=1e-3)
-        np.testing.assert_allclose(wm, ym @ w, atol=1e-3)
-        mixed_any |= bool((ym.max(1) < 0.99).any())
+    for draw in range(40):
+        xm, ym, wm = (t.numpy() for t in train.mix_batch(x, y, w, kind, train.MIX_ALPHA[kind], tf.constant([draw, 7])))
+        # The loss is wm * CE(ym) = sum over both faces of (share x class weight x CE), so ym * wm / w is each face's
+        # share of the image: the shares sum to 1 and give the mixed face's mean brightness.
+        shares = ym * wm[:, None] / w[None, :]
+        np.testing.assert_allclose(shares.sum(1), 1, atol=1e-4)
+        np.testing.assert_allclose(xm.mean(axis=(1, 2, 3)), shares @ np.arange(len(w)), atol=1e-3)
+        mixed_any |= bool((shares.max(1) < 0.99).any())
         if kind == "cutmix":  # a pasted box: every pixel is one of the two faces', never a blend
-            for face, labels in zip(xm, ym):
-                assert set(np.unique(face)) <= set(np.flatnonzero(labels > 0).astype(np.float32))
+            for face, share in zip(xm, shares):
+                assert set(np.unique(face)) <= set(np.flatnonzero(share > 0).astype(np.float32))
     assert mixed_any
+
+
+def test_mixing_keeps_bfloat16_faces_and_draws_from_its_seed():
+    x, y, w = flat_faces(tf.bfloat16)
+    first, again, other = (train.mix_batch(x, y, w, "mixup", 0.4, tf.constant(s)) for s in ([1, 2], [1, 2], [3, 4]))
+    assert first[0].dtype == tf.bfloat16
+    np.testing.assert_array_equal(first[1].numpy(), again[1].numpy())
+    assert not np.allclose(first[1].numpy(), other[1].numpy())
+
+
+def test_mixing_draws_anew_each_epoch_and_alike_each_run():
+    x, y, w = flat_faces()
+    batches = tf.data.Dataset.from_tensors((x, y, w)).repeat(3)
+    recipe = {"mix": "mixup", "mix_alpha": 0.4, "seed": 5}
+    mixed = train.with_mixing(batches, recipe)
+    epochs = [[t.numpy() for _, t, _ in mixed] for _ in range(2)]
+    rerun = [t.numpy() for _, t, _ in train.with_mixing(batches, recipe)]
+    assert not np.allclose(epochs[0][0], epochs[1][0])  # second epoch, other draws
+    assert not np.allclose(epochs[0][0], epochs[0][1])  # second batch, other draws
+    np.testing.assert_array_equal(epochs[0][0], rerun[0])  # a new run repeats the first epoch
+
+
+def test_mix_alpha_follows_the_mix(tmp_path):
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"mix": "cutmix", "mix_alpha": 1.0}))
+    resolve = lambda *flags: train.resolve_recipe(train.parse_args(["--data", "d", *flags]))
+    assert resolve("--config", str(config), "--mix", "mixup")["mix_alpha"] == train.MIX_ALPHA["mixup"]
+    assert resolve("--config", str(config))["mix_alpha"] == 1.0
+    assert resolve("--mix-alpha", "0.3")["mix_alpha"] is None  # no mix, no alpha
+    assert resolve("--mix", "cutmix", "--mix-alpha", "0.3")["mix_alpha"] == 0.3
+    with pytest.raises(SystemExit, match="positive"):
+        resolve("--mix", "cutmix", "--mix-alpha", "0")
+
+
+def test_resume_refuses_a_mix_an_older_run_did_not_use(data, trained, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(trained, out)
+    state_path = out / "checkpoints" / "state.json"
+    state = json.loads(state_path.read_text())
+    for key in ("mix", "mix_alpha"):  # written before --mix existed
+        state["recipe"].pop(key)
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(AssertionError, match="mix"):
+        train.main(["--data", str(data), "--out", str(out), *FAST, "--resume", "--mix", "cutmix"])
 
 
 def test_training_with_cutmix_under_bfloat16_records_the_mix(data, tmp_path):
