@@ -1,5 +1,6 @@
 """Batched, compiled emotion classification of preprocessed faces, with optional flip TTA and temperature."""
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -12,23 +13,29 @@ class Classifier:
     """Wraps a Keras model in one compiled function: (N, 48, 48, 1) float32 -> (N, 7) probabilities.
 
     `tta="flip"` averages the prediction of each face and its mirror image (one batched call of 2N);
-    `temperature` rescales the probabilities as softmax(log(p) / T) (fitted on validation data).
+    `temperature` rescales the probabilities as softmax(log(p) / T) (fitted on validation data);
+    `blur_sigma` > 0 softens each face with a Gaussian blur first. Training augmentation (zoom, rotation, shift)
+    resamples every face bilinearly, which softens it, so a model may read sharp faces worse than it learned.
     """
 
-    def __init__(self, model: keras.Model, tta: str = "none", temperature: float = 1.0):
+    def __init__(self, model: keras.Model, tta: str = "none", temperature: float = 1.0, blur_sigma: float = 0.0):
         if tta not in ("none", "flip"):
             raise ValueError(f"tta must be 'none' or 'flip', got {tta!r}")
+        if blur_sigma < 0:
+            raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
         self.model = model
         self.tta = tta
         self.temperature = float(temperature)
+        self.blur_sigma = float(blur_sigma)
         spec = tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 1], tf.float32)
         # One trace for every batch size; model.predict per frame costs several ms of Python overhead.
         self._predict = tf.function(self._forward, input_signature=[spec], reduce_retracing=True)
 
     @classmethod
     def from_config(cls, model: keras.Model, config: dict) -> "Classifier":
-        """The classifier a model folder's config.json describes (its TTA and fitted temperature)."""
-        return cls(model, tta=config.get("tta", "none"), temperature=config.get("temperature", 1.0))
+        """The classifier a model folder's config.json describes (its TTA, blur and fitted temperature)."""
+        return cls(model, tta=config.get("tta", "none"), temperature=config.get("temperature", 1.0),
+                   blur_sigma=config.get("blur_sigma", 0.0))
 
     def _forward(self, faces: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.model(faces, training=False), tf.float32)
@@ -44,6 +51,8 @@ class Classifier:
         return probs.astype(np.float32)
 
     def _run(self, faces: np.ndarray) -> np.ndarray:
+        if self.blur_sigma:
+            faces = np.stack([cv2.GaussianBlur(face, (0, 0), self.blur_sigma) for face in faces[..., 0]])[..., None]
         if self.tta == "none":
             return self._predict(faces).numpy()
         # Mirror in NumPy and run both halves as one batch: the same flip inside the tf.function ran 3x slower.

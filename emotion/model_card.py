@@ -56,7 +56,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 | metric | value |
 |---|---|
 | accuracy | {metrics['accuracy']:.4f} |
-| accuracy without test-time flip | {metrics.get('accuracy_without_tta', float('nan')):.4f} |
+| accuracy without test-time flip or blur | {metrics.get('accuracy_without_tta', float('nan')):.4f} |
 | macro F1 | {metrics['macro_f1']:.4f} |
 | weighted F1 | {metrics['weighted_f1']:.4f} |
 | cross-entropy loss | {metrics['loss']:.4f} |
@@ -78,7 +78,8 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
   {training['epochs']} epochs (best epoch {training['best_epoch']}), batch {training['batch_size']},
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
   augmentation {training['augment']}{mixing}, precision {training['precision']}, seed {training['seed']}.
-- Test-time augmentation: {config['tta']}; temperature {config['temperature']:.3f} fitted on the validation split.
+- Test-time augmentation: {config['tta']}; input blur sigma {config.get('blur_sigma', 0.0)} (softens sharp faces
+  toward the resampled ones training saw); both and the temperature {config['temperature']:.3f} chosen on the validation split.
 {averaging}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -36,3 +37,20 @@ def test_temperature_is_applied(model):
     )
     with pytest.raises(ValueError, match="tta"):
         Classifier(model, tta="tencrop")
+
+
+def test_blur_softens_each_face_before_the_model(model):
+    x = faces(3)
+    blurred = np.stack([cv2.GaussianBlur(face[..., 0], (0, 0), 0.5) for face in x])[..., None]
+    np.testing.assert_allclose(
+        Classifier(model, tta="flip", blur_sigma=0.5).predict(x), Classifier(model, tta="flip").predict(blurred), atol=1e-5
+    )
+    assert not np.allclose(Classifier(model, blur_sigma=0.5).predict(x), Classifier(model).predict(x), atol=1e-4)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        Classifier(model, blur_sigma=-1)
+
+
+def test_from_config_takes_flip_blur_and_temperature(model):
+    classifier = Classifier.from_config(model, {"tta": "flip", "blur_sigma": 0.5, "temperature": 0.9})
+    assert (classifier.tta, classifier.blur_sigma, classifier.temperature) == ("flip", 0.5, 0.9)
+    assert Classifier.from_config(model, {}).blur_sigma == 0.0  # model folders written before the blur existed

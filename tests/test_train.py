@@ -12,6 +12,7 @@ from huggingface_hub import constants
 
 import train
 from emotion import model_store
+from emotion.classifier import Classifier
 from emotion.data import load_dataset, stratified_split
 from emotion.networks import build_model
 from fakedata import make_face_folders
@@ -262,3 +263,16 @@ def test_training_with_cutmix_under_bfloat16_records_the_mix(data, tmp_path):
     recipe = json.loads((out / "recipe.json").read_text())
     assert recipe["mix"] == "cutmix" and recipe["mix_alpha"] == train.MIX_ALPHA["cutmix"]
     assert "with cutmix (alpha 1.0)" in (out / "README.md").read_text()
+
+
+def test_inference_setting_is_the_best_on_validation(data, trained):
+    model = keras.saving.load_model(trained / "emotion_cnn.keras")
+    _, (x_val, y_val) = load_dataset(data)
+    tta, sigma, probs, plain = train.choose_inference(model, x_val, y_val)
+    accuracy = lambda p: (p.argmax(1) == y_val).mean()
+    every = [accuracy(Classifier(model, tta=t, blur_sigma=s).predict(x_val)) for t in ("none", "flip") for s in train.BLUR_SIGMAS]
+    assert accuracy(probs) == max(every)
+    np.testing.assert_allclose(probs, Classifier(model, tta=tta, blur_sigma=sigma).predict(x_val), atol=1e-6)
+    np.testing.assert_allclose(plain, Classifier(model).predict(x_val), atol=1e-6)
+    config = json.loads((trained / "config.json").read_text())
+    assert config["tta"] in ("none", "flip") and config["blur_sigma"] in train.BLUR_SIGMAS
