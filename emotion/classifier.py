@@ -1,4 +1,4 @@
-"""Batched, compiled emotion classification of preprocessed faces, with optional flip TTA and temperature."""
+"""Batched, compiled emotion classification of preprocessed faces, with optional blur, flip TTA and temperature."""
 
 import cv2
 import keras
