@@ -55,7 +55,7 @@ MIX_ALPHA = {"mixup": 0.4, "cutmix": 1.0}  # Beta(alpha, alpha) mixing proportio
 SEED = 42
 # Settings every architecture shares; runs older than a setting count as having used its value here.
 COMMON_DEFAULTS = dict(seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
-                       mix="none", mix_alpha=None)
+                       mix="none", mix_alpha=None, distill_from=None, distill_weight=0.5)
 
 log = logging.getLogger("train")
 
@@ -74,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=["cosine", "plateau", "constant"])
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--class-weighting", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--augment", choices=["none", "light", "strong"])
+    p.add_argument("--augment", choices=["none", "light", "strong", "affine"],
+                   help="affine: flip, rotation, zoom and shift in one bilinear resampling, then random erasing")
     p.add_argument("--mix", choices=["none", "mixup", "cutmix"],
                    help="pair each training face with another: blend them (mixup) or paste a box of one (cutmix)")
     p.add_argument("--mix-alpha", type=float, help=f"Beta(alpha, alpha) mixing proportions (default {MIX_ALPHA})")
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
     p.add_argument("--seed", type=int, help=f"default {SEED}")
     p.add_argument("--init-from", help="start from this model folder's (or .keras file's) weights: a warm restart")
+    p.add_argument("--distill-from", metavar="MODEL", nargs="+",
+                   help="model folders whose mean prediction (each with its own flip and blur) softens the training labels")
+    p.add_argument("--distill-weight", type=float, help="share of the teacher's probabilities in each target (0.5)")
     p.add_argument("--average-from", type=int, metavar="EPOCH",
                    help="stochastic weight averaging: average the weights of every epoch from EPOCH on")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras")
@@ -110,6 +114,10 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
         recipe["mix_alpha"] = MIX_ALPHA[recipe["mix"]]
     elif recipe["mix_alpha"] <= 0:
         raise SystemExit(f"--mix-alpha must be positive, got {recipe['mix_alpha']}")
+    if isinstance(recipe["distill_from"], str):  # one teacher, as the first distilled run wrote it
+        recipe["distill_from"] = [recipe["distill_from"]]
+    if not 0 <= recipe["distill_weight"] <= 1:
+        raise SystemExit(f"--distill-weight must be between 0 and 1, got {recipe['distill_weight']}")
     return recipe
 
 
@@ -129,8 +137,8 @@ def choose_precision(requested: str) -> str:
 
 
 def augmentation(kind: str) -> keras.Sequential | None:
-    """Training-only augmentation layers (none / light / strong)."""
-    if kind == "none":
+    """Training-only augmentation layers (none / light / strong); "affine" is `affine_augment`, not layers."""
+    if kind in ("none", "affine"):
         return None
     steps = [layers.RandomFlip("horizontal"), layers.RandomTranslation(0.1, 0.1, fill_mode="nearest")]
     if kind == "light":
@@ -142,6 +150,40 @@ def augmentation(kind: str) -> keras.Sequential | None:
             layers.RandomErasing(factor=0.5, scale=(0.02, 0.15), fill_value=0.5),
         ]
     return keras.Sequential(steps, name=f"augment_{kind}")
+
+
+def affine_augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The strong augmentation in a single bilinear resampling: a random flip, rotation (+-10 degrees), zoom (0.8-1.2)
+    and shift (+-10 %) composed into one affine warp per face, then random erasing (half the faces, 2-15 % of the
+    area, filled with grey). The "strong" layers resample a face three times, each softening it; the model then reads
+    sharp faces worse than the ones it learned on. `seed` (2 integers) fixes every draw."""
+    n, size = tf.shape(x)[0], tf.shape(x)[1]
+    side = tf.cast(size, tf.float32)
+    s = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 8)
+    uniform = lambda i, shape, low, high: tf.random.stateless_uniform(shape, s[i], low, high)  # noqa: E731
+    flip = tf.where(uniform(0, [n], 0.0, 1.0) < 0.5, -1.0, 1.0)
+    angle = uniform(1, [n], -10.0, 10.0) * (np.pi / 180)
+    scale = uniform(2, [n], 0.8, 1.2)
+    shift = uniform(3, [n, 2], -0.1, 0.1) * side
+    # Output pixel p comes from input c + F R(-angle) (p - c - shift) / scale, F the flip, c the centre.
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    a0, a1, b0, b1 = flip * cos / scale, flip * sin / scale, -sin / scale, cos / scale
+    c = (side - 1) / 2
+    ox, oy = c + shift[:, 0], c + shift[:, 1]
+    zero = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, c - a0 * ox - a1 * oy, b0, b1, c - b0 * ox - b1 * oy, zero, zero], axis=1)
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(x, tf.float32), transforms=transforms, output_shape=tf.stack([size, size]),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    area = uniform(4, [n], 0.02, 0.15)
+    aspect = tf.exp(uniform(5, [n], np.log(0.3), np.log(3.3)))
+    height, width = tf.sqrt(area * aspect) * side, tf.sqrt(area / aspect) * side
+    corner = uniform(6, [n, 2], 0.0, 1.0) * (side - tf.stack([height, width], axis=1))
+    rows = tf.range(side)[None, :]
+    inside_rows = (rows >= corner[:, :1]) & (rows < corner[:, :1] + height[:, None])
+    inside_cols = (rows >= corner[:, 1:]) & (rows < corner[:, 1:] + width[:, None])
+    erase = (inside_rows[:, :, None] & inside_cols[:, None, :]) & (uniform(7, [n], 0.0, 1.0) < 0.5)[:, None, None]
+    return tf.where(erase[..., None], 0.5, x)
 
 
 def class_weights(y: np.ndarray) -> np.ndarray:
@@ -181,17 +223,27 @@ def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float,
     return tf.cast(images, x.dtype), target, weight
 
 
-def make_datasets(train, val, recipe) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+def make_datasets(train, val, recipe, teacher: np.ndarray | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Batched training (faces, targets, sample weights) and validation (faces, one-hot) data. `teacher`, the
+    teacher's probabilities for each training face, takes `distill_weight` of every target."""
     (x_train, y_train), (x_val, y_val) = train, val
     weights = class_weights(y_train) if recipe["class_weighting"] else np.ones(len(LABELS))
     onehot = np.eye(len(LABELS), dtype=np.float32)
+    targets = onehot[y_train]
+    if teacher is not None:
+        targets = (1 - recipe["distill_weight"]) * targets + recipe["distill_weight"] * teacher.astype(np.float32)
     train_ds = tf.data.Dataset.from_tensor_slices(
-        (x_train, onehot[y_train], weights[y_train].astype(np.float32))
+        (x_train, targets, weights[y_train].astype(np.float32))
     ).shuffle(len(x_train), seed=recipe["seed"], reshuffle_each_iteration=True)
     train_ds = train_ds.batch(recipe["batch_size"], drop_remainder=len(x_train) >= recipe["batch_size"])
     augment = augmentation(recipe["augment"])
     if augment is not None:
         train_ds = train_ds.map(lambda x, y, w: (augment(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
+    elif recipe["augment"] == "affine":
+        # A seed per batch, new draws every epoch, the same run after run (as in with_mixing).
+        seeds = tf.data.Dataset.random(seed=recipe["seed"] + 1, rerandomize_each_iteration=True).batch(2)
+        train_ds = tf.data.Dataset.zip(train_ds, seeds).map(
+            lambda batch, seed: (affine_augment(batch[0], seed), batch[1], batch[2]), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, onehot[y_val])).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
 
@@ -320,6 +372,18 @@ def to_float32(model: keras.Model, arch: str) -> keras.Model:
     return clean
 
 
+def teacher_probabilities(folder: str, faces: np.ndarray) -> np.ndarray:
+    """A trained model's probabilities for `faces`, read as the app reads faces (its flip and blur; no temperature)."""
+    path = init_model_path(folder)
+    config_path = path.parent / CONFIG_FILENAME
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    teacher = keras.saving.load_model(path, safe_mode=True, compile=False)
+    started = time.time()
+    probs = Classifier(teacher, tta=config.get("tta", "none"), blur_sigma=config.get("blur_sigma", 0.0)).predict(faces)
+    log.info("teacher %s: probabilities for %d training faces in %.0f s", folder, len(faces), time.time() - started)
+    return probs
+
+
 def init_model_path(init_from: str) -> Path:
     """The .keras file that --init-from names: the file itself, or a model folder's emotion_cnn.keras."""
     path = Path(init_from)
@@ -356,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     train, val = load_dataset(args.data, recipe["val_fraction"], recipe["seed"])
     log.info("loaded %d training and %d validation images in %.1f s", len(train[0]), len(val[0]), time.time() - started)
-    train_ds, val_ds = make_datasets(train, val, recipe)
+    teacher = None
+    if recipe["distill_from"]:
+        teacher = np.mean([teacher_probabilities(folder, train[0]) for folder in recipe["distill_from"]], axis=0)
+    train_ds, val_ds = make_datasets(train, val, recipe, teacher)
     steps_per_epoch = int(train_ds.cardinality())
 
     resuming = args.resume and state_path.exists() and (ckpt / "last.keras").exists()
@@ -365,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             state = json.loads(state_path.read_text())
             # Settings newer than the checkpoint (absent from its state) count as their defaults.
             saved = {**COMMON_DEFAULTS, **state["recipe"]}
+            if isinstance(saved["distill_from"], str):
+                saved["distill_from"] = [saved["distill_from"]]
             changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v}
             assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)

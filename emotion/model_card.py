@@ -25,6 +25,16 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
                f"{before.get('schedule')}, {before.get('training_seconds', 0) / 60:.0f} minutes)" if before else "")
             + "; reproduce that model first, then this recipe.\n"
         )
+    distilling = ""
+    if training.get("distill_from"):
+        share = training.get("distill_weight", 0.5)
+        teachers = training["distill_from"]
+        teachers = [teachers] if isinstance(teachers, str) else teachers
+        distilling = (
+            f"- Distillation: each training target is {1 - share:.0%} the face's own label and {share:.0%} the "
+            f"mean probabilities that {', '.join(f'`{t}`' for t in teachers)} give the face (each "
+            "with its own test-time flip and blur).\n"
+        )
     mix = training.get("mix", "none")
     mixing = f" with {mix} (alpha {training.get('mix_alpha')})" if mix != "none" else ""
     rows = "\n".join(
@@ -80,7 +90,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
   augmentation {training['augment']}{mixing}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; input blur sigma {config.get('blur_sigma', 0.0)} (softens sharp faces
   toward the resampled ones training saw); both and the temperature {config['temperature']:.3f} chosen on the validation split.
-{averaging}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
+{averaging}{distilling}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 
 ## Data

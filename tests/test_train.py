@@ -276,3 +276,61 @@ def test_inference_setting_is_the_best_on_validation(data, trained):
     np.testing.assert_allclose(plain, Classifier(model).predict(x_val), atol=1e-6)
     config = json.loads((trained / "config.json").read_text())
     assert config["tta"] in ("none", "flip") and config["blur_sigma"] in train.BLUR_SIGMAS
+
+
+def test_affine_augmentation_moves_the_centre_only_by_the_shift():
+    # Rotation and zoom turn about the centre, so a dot there moves by the shift alone (at most 10 % = 4.8 px).
+    x = np.zeros((64, 48, 48, 1), np.float32)
+    x[:, 22:26, 22:26] = 1.0
+    out = train.affine_augment(tf.constant(x), tf.constant([3, 4])).numpy()[..., 0]
+    assert out.shape == (64, 48, 48)
+    rows, cols = np.mgrid[:48, :48]
+    bright = out > 0.9  # the dot (erasing paints 0.5)
+    centres = np.array([[rows[b].mean(), cols[b].mean()] for b in bright if b.any()])
+    assert len(centres) > 48
+    assert np.abs(centres - 23.5).max() <= 0.1 * 48 + 1
+    assert np.abs(centres - 23.5).max() > 1  # and it does shift
+
+
+def test_affine_augmentation_erases_with_grey_and_repeats_its_seed():
+    x = tf.fill([64, 48, 48, 1], 0.25)
+    out = train.affine_augment(x, tf.constant([1, 2])).numpy()
+    assert set(np.unique(out)) == {0.25, 0.5}  # a flat face stays flat (edges filled by the nearest pixel), or erased
+    erased = (out == 0.5).mean(axis=(1, 2, 3))
+    assert 0.2 < (erased > 0).mean() < 0.8 and erased.max() <= 0.16
+    np.testing.assert_array_equal(out, train.affine_augment(x, tf.constant([1, 2])).numpy())
+    assert not np.array_equal(out, train.affine_augment(x, tf.constant([5, 6])).numpy())
+
+
+def test_affine_augmentation_keeps_faces_sharper_than_the_strong_layers():
+    faces = np.random.default_rng(0).uniform(size=(128, 48, 48, 1)).astype(np.float32)
+    detail = lambda images: float(np.abs(np.diff(np.asarray(images), axis=2)).mean())  # noqa: E731
+    affine = train.affine_augment(tf.constant(faces), tf.constant([0, 1]))
+    strong = train.augmentation("strong")(faces, training=True)
+    assert detail(affine) > 1.2 * detail(strong)
+
+
+def test_distillation_target_is_the_label_mixed_with_the_teacher():
+    x, y, _ = flat_faces()
+    labels = y.argmax(1)
+    teacher = np.random.default_rng(0).dirichlet(np.ones(7), size=7).astype(np.float32)
+    recipe = dict(train.COMMON_DEFAULTS, class_weighting=False, batch_size=7, augment="none", distill_weight=0.25)
+    train_ds, _ = train.make_datasets((x.numpy(), labels), (x.numpy(), labels), recipe, teacher)
+    faces, targets, _ = next(iter(train_ds))
+    for face, target in zip(faces.numpy(), targets.numpy()):
+        i = int(face[0, 0, 0])
+        np.testing.assert_allclose(target, 0.75 * y[i] + 0.25 * teacher[i], atol=1e-6)
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        train.resolve_recipe(train.parse_args(["--data", "d", "--distill-weight", "1.5"]))
+
+
+def test_training_distilled_from_a_teacher_records_it(data, trained, tmp_path, caplog):
+    out = tmp_path / "student"
+    args = ["--data", str(data), "--out", str(out), *FAST, "--epochs", "2", "--augment", "affine",
+            "--distill-from", str(trained), "--init-from", str(trained)]
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert train.main(args) == 0
+    assert f"teacher {trained}: probabilities for" in caplog.text
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["distill_from"] == [str(trained)] and recipe["distill_weight"] == 0.5 and recipe["augment"] == "affine"
+    assert f"mean probabilities that `{trained}` give the face" in (out / "README.md").read_text()
