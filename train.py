@@ -154,8 +154,8 @@ def augmentation(kind: str) -> keras.Sequential | None:
 
 def affine_augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """The strong augmentation in a single bilinear resampling: a random flip, rotation (+-10 degrees), zoom (0.8-1.2)
-    and shift (+-10 %) composed into one affine warp per face, then random erasing (half the faces, 2-15 % of the
-    area, filled with grey). The "strong" layers resample a face three times, each softening it; the model then reads
+    and shift (+-10 %) composed into one affine warp per face, then random erasing (half the faces, about 2-16 % of
+    the area, filled with grey). The "strong" layers resample a face three times, each softening it; the model then reads
     sharp faces worse than the ones it learned on. `seed` (2 integers) fixes every draw."""
     n, size = tf.shape(x)[0], tf.shape(x)[1]
     side = tf.cast(size, tf.float32)

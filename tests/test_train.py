@@ -292,12 +292,25 @@ def test_affine_augmentation_moves_the_centre_only_by_the_shift():
     assert np.abs(centres - 23.5).max() > 1  # and it does shift
 
 
+def test_affine_augmentation_flips_left_and_right_only():
+    # A dot in the upper left stays in the upper half (small rotation, zoom and shift), and is mirrored into the
+    # upper right for about half the faces: a flip of the wrong axis, or rows and columns swapped, would move it.
+    x = np.zeros((64, 48, 48, 1), np.float32)
+    x[:, 8:12, 4:8] = 1.0
+    out = train.affine_augment(tf.constant(x), tf.constant([9, 9])).numpy()[..., 0]
+    rows, cols = np.mgrid[:48, :48]
+    centres = np.array([[rows[b].mean(), cols[b].mean()] for b in out > 0.9 if b.any()])
+    assert (centres[:, 0] < 20).all()
+    mirrored = (centres[:, 1] > 23.5).mean()
+    assert 0.25 < mirrored < 0.75
+
+
 def test_affine_augmentation_erases_with_grey_and_repeats_its_seed():
     x = tf.fill([64, 48, 48, 1], 0.25)
     out = train.affine_augment(x, tf.constant([1, 2])).numpy()
     assert set(np.unique(out)) == {0.25, 0.5}  # a flat face stays flat (edges filled by the nearest pixel), or erased
     erased = (out == 0.5).mean(axis=(1, 2, 3))
-    assert 0.2 < (erased > 0).mean() < 0.8 and erased.max() <= 0.16
+    assert 0.2 < (erased > 0).mean() < 0.8 and erased.max() <= 0.17
     np.testing.assert_array_equal(out, train.affine_augment(x, tf.constant([1, 2])).numpy())
     assert not np.array_equal(out, train.affine_augment(x, tf.constant([5, 6])).numpy())
 
@@ -324,13 +337,38 @@ def test_distillation_target_is_the_label_mixed_with_the_teacher():
         train.resolve_recipe(train.parse_args(["--data", "d", "--distill-weight", "1.5"]))
 
 
-def test_training_distilled_from_a_teacher_records_it(data, trained, tmp_path, caplog):
+def test_training_distilled_from_teachers_learns_their_mean(data, trained, tmp_path, monkeypatch, caplog):
+    second = tmp_path / "second"
+    assert train.main(["--data", str(data), "--out", str(second), *FAST, "--epochs", "1"]) == 0
+    seen = {}
+    make_datasets = train.make_datasets
+
+    def spy(train_data, val, recipe, teacher=None):
+        seen["teacher"] = teacher
+        return make_datasets(train_data, val, recipe, teacher)
+
+    monkeypatch.setattr(train, "make_datasets", spy)
     out = tmp_path / "student"
     args = ["--data", str(data), "--out", str(out), *FAST, "--epochs", "2", "--augment", "affine",
-            "--distill-from", str(trained), "--init-from", str(trained)]
+            "--distill-from", str(trained), str(second), "--init-from", str(trained)]
     with caplog.at_level(logging.INFO, logger="train"):
         assert train.main(args) == 0
-    assert f"teacher {trained}: probabilities for" in caplog.text
+    assert f"teacher {trained}: probabilities for" in caplog.text and f"teacher {second}: probabilities for" in caplog.text
+    (x_train, _), _ = load_dataset(data)
+    each = [Classifier.from_config(keras.saving.load_model(folder / "emotion_cnn.keras"),
+                                   json.loads((folder / "config.json").read_text())) for folder in (trained, second)]
+    # No temperature: the teachers' own probabilities.
+    expected = np.mean([Classifier(c.model, tta=c.tta, blur_sigma=c.blur_sigma).predict(x_train) for c in each], axis=0)
+    np.testing.assert_allclose(seen["teacher"], expected, atol=1e-5)
     recipe = json.loads((out / "recipe.json").read_text())
-    assert recipe["distill_from"] == [str(trained)] and recipe["distill_weight"] == 0.5 and recipe["augment"] == "affine"
-    assert f"mean probabilities that `{trained}` give the face" in (out / "README.md").read_text()
+    assert recipe["distill_from"] == [str(trained), str(second)] and recipe["distill_weight"] == 0.5
+    assert recipe["augment"] == "affine"
+    assert f"mean probabilities that `{trained}`, `{second}` give the face" in (out / "README.md").read_text()
+
+
+def test_a_single_teacher_written_as_a_string_still_resolves(tmp_path):
+    # The first distilled run (the bundled model) began with distill_from as one string, in its checkpoints/state.json.
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"distill_from": "models", "augment": "affine"}))
+    recipe = train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
+    assert recipe["distill_from"] == ["models"]
