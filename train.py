@@ -32,7 +32,7 @@ from emotion.data import load_dataset
 from emotion.labels import LABELS
 from emotion.metrics import compute_metrics, format_metrics
 from emotion.model_card import write_model_card
-from emotion.model_store import CONFIG_FILENAME, DEFAULT_REVISION, MODEL_FILENAME, push_to_hub
+from emotion.model_store import CONFIG_FILENAME, DEFAULT_REVISION, MODEL_FILENAME, load_model_dir, push_to_hub
 from emotion.networks import build_model
 from emotion.plots import plot_confusion_matrix, plot_training_curves
 from emotion.preprocess import INPUT_SIZE
@@ -114,7 +114,7 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
         recipe["mix_alpha"] = MIX_ALPHA[recipe["mix"]]
     elif recipe["mix_alpha"] <= 0:
         raise SystemExit(f"--mix-alpha must be positive, got {recipe['mix_alpha']}")
-    if isinstance(recipe["distill_from"], str):  # one teacher, as the first distilled run wrote it
+    if isinstance(recipe["distill_from"], str):  # a hand-written --config may name one teacher as a string
         recipe["distill_from"] = [recipe["distill_from"]]
     if not 0 <= recipe["distill_weight"] <= 1:
         raise SystemExit(f"--distill-weight must be between 0 and 1, got {recipe['distill_weight']}")
@@ -223,6 +223,13 @@ def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float,
     return tf.cast(images, x.dtype), target, weight
 
 
+def map_with_seeds(batches: tf.data.Dataset, seed: int, fn) -> tf.data.Dataset:
+    """Map fn(x, y, w, seed) over (x, y, w) batches, `seed` a pair of integers per batch: new draws every epoch, the
+    same run after run (stateful random ops in a map would repeat every epoch)."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(batches, seeds).map(lambda batch, s: fn(*batch, s), num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def make_datasets(train, val, recipe, teacher: np.ndarray | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Batched training (faces, targets, sample weights) and validation (faces, one-hot) data. `teacher`, the
     teacher's probabilities for each training face, takes `distill_weight` of every target."""
@@ -240,10 +247,7 @@ def make_datasets(train, val, recipe, teacher: np.ndarray | None = None) -> tupl
     if augment is not None:
         train_ds = train_ds.map(lambda x, y, w: (augment(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     elif recipe["augment"] == "affine":
-        # A seed per batch, new draws every epoch, the same run after run (as in with_mixing).
-        seeds = tf.data.Dataset.random(seed=recipe["seed"] + 1, rerandomize_each_iteration=True).batch(2)
-        train_ds = tf.data.Dataset.zip(train_ds, seeds).map(
-            lambda batch, seed: (affine_augment(batch[0], seed), batch[1], batch[2]), num_parallel_calls=tf.data.AUTOTUNE)
+        train_ds = map_with_seeds(train_ds, recipe["seed"] + 1, lambda x, y, w, seed: (affine_augment(x, seed), y, w))
     val_ds = tf.data.Dataset.from_tensor_slices((x_val, onehot[y_val])).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
 
@@ -253,11 +257,7 @@ def with_mixing(train_ds: tf.data.Dataset, recipe: dict) -> tf.data.Dataset:
     if recipe["mix"] == "none":
         return train_ds
     kind, alpha = recipe["mix"], recipe["mix_alpha"]
-    # A seed per batch, new draws every epoch, the same run after run: stateful random ops in a map would repeat.
-    seeds = tf.data.Dataset.random(seed=recipe["seed"], rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(train_ds, seeds).map(
-        lambda batch, seed: mix_batch(*batch, kind, alpha, seed), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    return map_with_seeds(train_ds, recipe["seed"], lambda x, y, w, seed: mix_batch(x, y, w, kind, alpha, seed))
 
 
 def make_optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -373,13 +373,10 @@ def to_float32(model: keras.Model, arch: str) -> keras.Model:
 
 
 def teacher_probabilities(folder: str, faces: np.ndarray) -> np.ndarray:
-    """A trained model's probabilities for `faces`, read as the app reads faces (its flip and blur; no temperature)."""
-    path = init_model_path(folder)
-    config_path = path.parent / CONFIG_FILENAME
-    config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    teacher = keras.saving.load_model(path, safe_mode=True, compile=False)
+    """A model folder's probabilities for `faces`, read as the app reads faces (its flip and blur; no temperature)."""
+    teacher, config = load_model_dir(folder)
     started = time.time()
-    probs = Classifier(teacher, tta=config.get("tta", "none"), blur_sigma=config.get("blur_sigma", 0.0)).predict(faces)
+    probs = Classifier.from_config(teacher, {**config, "temperature": 1.0}).predict(faces)
     log.info("teacher %s: probabilities for %d training faces in %.0f s", folder, len(faces), time.time() - started)
     return probs
 
@@ -432,8 +429,6 @@ def main(argv: list[str] | None = None) -> int:
             state = json.loads(state_path.read_text())
             # Settings newer than the checkpoint (absent from its state) count as their defaults.
             saved = {**COMMON_DEFAULTS, **state["recipe"]}
-            if isinstance(saved["distill_from"], str):
-                saved["distill_from"] = [saved["distill_from"]]
             changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v}
             assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)

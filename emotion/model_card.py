@@ -28,11 +28,9 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
     distilling = ""
     if training.get("distill_from"):
         share = training.get("distill_weight", 0.5)
-        teachers = training["distill_from"]
-        teachers = [teachers] if isinstance(teachers, str) else teachers
         distilling = (
             f"- Distillation: each training target is {1 - share:.0%} the face's own label and {share:.0%} the "
-            f"mean probabilities that {', '.join(f'`{t}`' for t in teachers)} give the face (each "
+            f"mean probabilities that {', '.join(f'`{t}`' for t in training['distill_from'])} give the face (each "
             "with its own test-time flip and blur).\n"
         )
     mix = training.get("mix", "none")

@@ -367,7 +367,7 @@ def test_training_distilled_from_teachers_learns_their_mean(data, trained, tmp_p
 
 
 def test_a_single_teacher_written_as_a_string_still_resolves(tmp_path):
-    # The first distilled run (the bundled model) began with distill_from as one string, in its checkpoints/state.json.
+    # A hand-written --config may name its one teacher as a string.
     config = tmp_path / "recipe.json"
     config.write_text(json.dumps({"distill_from": "models", "augment": "affine"}))
     recipe = train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
