@@ -55,7 +55,7 @@ MIX_ALPHA = {"mixup": 0.4, "cutmix": 1.0}  # Beta(alpha, alpha) mixing proportio
 SEED = 42
 # Settings every architecture shares; runs older than a setting count as having used its value here.
 COMMON_DEFAULTS = dict(seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
-                       mix="none", mix_alpha=None, distill_from=None, distill_weight=0.5)
+                       mix="none", mix_alpha=None, distill_from=None, distill_weight=0.5, widths=None)
 
 log = logging.getLogger("train")
 
@@ -82,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, help="validation share when DIR is a single folder (default 0.2)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], help="default auto")
     p.add_argument("--seed", type=int, help=f"default {SEED}")
-    p.add_argument("--init-from", help="start from this model folder's (or .keras file's) weights: a warm restart")
+    p.add_argument("--widths", type=int, nargs="+", metavar="N",
+                   help="filters per stage of the vgg trunk (default 32 64 128 256)")
+    p.add_argument("--init-from", help="start from this model folder's (or .keras file's) weights: a warm restart; "
+                   "a narrower model of the same architecture is widened without changing what it predicts")
     p.add_argument("--distill-from", metavar="MODEL", nargs="+",
                    help="model folders whose mean prediction (each with its own flip and blur) softens the training labels")
     p.add_argument("--distill-weight", type=float, help="share of the teacher's probabilities in each target (0.5)")
@@ -116,6 +119,11 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--mix-alpha must be positive, got {recipe['mix_alpha']}")
     if isinstance(recipe["distill_from"], str):  # a hand-written --config may name one teacher as a string
         recipe["distill_from"] = [recipe["distill_from"]]
+    if recipe["widths"] is not None:
+        if arch != "vgg":
+            raise SystemExit(f"--widths applies to --arch vgg only, not {arch}")
+        if not 1 <= len(recipe["widths"]) <= 5 or min(recipe["widths"]) < 1:
+            raise SystemExit(f"--widths takes 1 to 5 positive filter counts (48 px pools to 1 px), got {recipe['widths']}")
     if not 0 <= recipe["distill_weight"] <= 1:
         raise SystemExit(f"--distill-weight must be between 0 and 1, got {recipe['distill_weight']}")
     return recipe
@@ -364,10 +372,10 @@ def heldout_calibrated_ece(y: np.ndarray, probs: np.ndarray) -> float:
     return compute_metrics(y, calibrated)["ece"]
 
 
-def to_float32(model: keras.Model, arch: str) -> keras.Model:
+def to_float32(model: keras.Model, recipe: dict) -> keras.Model:
     """Rebuild `model` under the float32 policy with the same weights: bfloat16 only pays off for training."""
     keras.mixed_precision.set_global_policy("float32")
-    clean = build_model(arch)
+    clean = build_model(recipe["arch"], widths=recipe["widths"])
     clean.set_weights(model.get_weights())
     return clean
 
@@ -379,6 +387,29 @@ def teacher_probabilities(folder: str, faces: np.ndarray) -> np.ndarray:
     probs = Classifier.from_config(teacher, {**config, "temperature": 1.0}).predict(faces)
     log.info("teacher %s: probabilities for %d training faces in %.0f s", folder, len(faces), time.time() - started)
     return probs
+
+
+def widen_into(source: keras.Model, model: keras.Model) -> None:
+    """Copy `source`'s weights into `model`, the same architecture with as many or more filters per layer, so that
+    `model` predicts exactly what `source` does (in inference). Each weight goes into the leading slice; the extra
+    filters keep their random initialisation, and the weights that read them in the next layer start at zero."""
+    layers = list(zip(source.layers, model.layers))
+    if len(source.layers) != len(model.layers) or any(
+        type(a) is not type(b) or [v.name for v in a.weights] != [v.name for v in b.weights] for a, b in layers
+    ) or source.output_shape != model.output_shape:
+        raise ValueError(f"{source.name} and {model.name} have different layers: cannot widen one into the other")
+    pairs = [(old, new) for a, b in layers for old, new in zip(a.weights, b.weights)]
+    for old, new in pairs:  # check every shape before changing anything
+        same = old.shape[:-2] if len(old.shape) >= 2 else ()  # a kernel's spatial size must not change
+        if len(old.shape) != len(new.shape) or same != new.shape[:len(same)] or any(
+                o > n for o, n in zip(old.shape, new.shape)):
+            raise ValueError(f"{new.path}: {old.shape} does not fit into {new.shape}")
+    for old_var, new_var in pairs:
+        old, new = old_var.numpy(), new_var.numpy()
+        if new.ndim >= 2:  # a kernel (..., inputs, outputs): new inputs must not change the old outputs
+            new[..., old.shape[-2]:, :] = 0
+        new[tuple(slice(0, size) for size in old.shape)] = old
+        new_var.assign(new)
 
 
 def init_model_path(init_from: str) -> Path:
@@ -429,16 +460,21 @@ def main(argv: list[str] | None = None) -> int:
             state = json.loads(state_path.read_text())
             # Settings newer than the checkpoint (absent from its state) count as their defaults.
             saved = {**COMMON_DEFAULTS, **state["recipe"]}
-            changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v}
+            # With a constant or plateau schedule --epochs may change, to extend a run or end it early; a cosine
+            # schedule is saved with the optimizer for its original length.
+            free = {"epochs"} if recipe["schedule"] != "cosine" else set()
+            changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v and k not in free}
             assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
+            if recipe["epochs"] < state["epoch"]:
+                raise SystemExit(f"--epochs {recipe['epochs']} is below the {state['epoch']} epochs already run")
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
             log.info("resuming after epoch %d", state["epoch"])
         else:
             state = {"recipe": recipe, "epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "seconds": 0.0, "history": {}}
-            model = build_model(recipe["arch"])
+            model = build_model(recipe["arch"], widths=recipe["widths"])
             if recipe["init_from"]:
                 source = keras.saving.load_model(init_model_path(recipe["init_from"]), safe_mode=True, compile=False)
-                model.set_weights(source.get_weights())  # fails loudly if the architectures differ
+                widen_into(source, model)  # fails loudly if the architectures differ
                 log.info("starting from the weights of %s", recipe["init_from"])
             model.compile(
                 optimizer=make_optimizer(recipe, steps_per_epoch),
@@ -456,13 +492,13 @@ def main(argv: list[str] | None = None) -> int:
             callbacks=callbacks, verbose=2, shuffle=False,  # train_ds shuffles itself, seeded
         )
 
-    best = to_float32(keras.saving.load_model(ckpt / "best.keras", safe_mode=True), recipe["arch"])
+    best = to_float32(keras.saving.load_model(ckpt / "best.keras", safe_mode=True), recipe)
     x_val, y_val = val
     averaging = None
     if state.get("averaged_epochs"):
         # Selection on validation only: the averaged weights replace the best checkpoint if they do better.
         # BatchNorm statistics come from unmixed faces, the kind the model sees in use.
-        averaged = to_float32(averaged_model(ckpt, train_ds), recipe["arch"])
+        averaged = to_float32(averaged_model(ckpt, train_ds), recipe)
         scores = [accuracy(y_val, Classifier(m).predict(x_val)) for m in (averaged, best)]
         averaging = {"epochs": state["averaged_epochs"], "from_epoch": recipe["average_from"],
                      "val_accuracy": scores[0], "best_checkpoint_val_accuracy": scores[1], "used": scores[0] >= scores[1]}

@@ -70,7 +70,7 @@ def machine_info() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
     versions = {}
-    for package in ("tensorflow-cpu", "keras", "opencv-python-headless", "numpy", "pillow", "gradio"):
+    for package in ("tensorflow-cpu", "keras", "onnxruntime", "opencv-python-headless", "numpy", "pillow", "gradio"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -390,7 +390,7 @@ def format_report(result: dict) -> str:
     m = result["machine"]
     lines = [f"{m['cpu_model']}, {m['cpus_usable']} CPUs, load average {m['load_average_1m']} at start, "
              f"{m['load_average_1m_end']} at end (above 0.5 or so, other work slows every number down); "
-             f"model {result['model']}; decoder {result['decoder']}",
+             f"model {result['model']} on {result.get('runtime', 'tensorflow')}; decoder {result['decoder']}",
              f"{'frame':<16} {'faces':>6} " + " ".join(f"{s:>13}" for s in STAGES) + f" {'fps':>6} {'runs':>5}",
              f"{'':<16} {'found':>6} " + " ".join(f"{'med/p95 ms':>13}" for _ in STAGES)]
     for name, frame in result["frames"].items():
@@ -429,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     recognizer = EmotionRecognizer.load()
     decode, decoder_name = load_image, "emotion.images.load_image"
     frames, photos = make_frames(recognizer.detector)
-    result = {"machine": machine_info(), "model": recognizer.source, "decoder": decoder_name, "photos": photos,
+    result = {"machine": machine_info(), "model": recognizer.source, "runtime": recognizer.classifier.runtime,
+              "decoder": decoder_name, "photos": photos,
               "warmup": warmup, "frames": bench_frames(recognizer, decode, frames, repeats, warmup, budget)}
     if args.compare_fer:
         result["fer"] = compare_fer(frames, repeats, budget)

@@ -33,6 +33,7 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
             f"mean probabilities that {', '.join(f'`{t}`' for t in training['distill_from'])} give the face (each "
             "with its own test-time flip and blur).\n"
         )
+    widths = f" (filters per stage {'-'.join(map(str, training['widths']))})" if training.get("widths") else ""
     mix = training.get("mix", "none")
     mixing = f" with {mix} (alpha {training.get('mix_alpha')})" if mix != "none" else ""
     rows = "\n".join(
@@ -81,7 +82,7 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 
 ## Recipe
 
-- Architecture `{config['architecture']}`, {config['parameters']:,} parameters, input {config['input_size']}.
+- Architecture `{config['architecture']}`{widths}, {config['parameters']:,} parameters, input {config['input_size']}.
 - Optimizer {training['optimizer']} (lr {training['lr']}, weight decay {training['weight_decay']}), schedule {training['schedule']},
   {training['epochs']} epochs (best epoch {training['best_epoch']}), batch {training['batch_size']},
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},

@@ -47,8 +47,12 @@ def build_vgg(
 ARCHITECTURES = {"seed": build_seed, "vgg": build_vgg}
 
 
-def build_model(arch: str, num_classes: int = len(LABELS)) -> keras.Model:
-    """Build the named architecture (one of `ARCHITECTURES`)."""
+def build_model(arch: str, num_classes: int = len(LABELS), widths: list[int] | None = None) -> keras.Model:
+    """Build the named architecture (one of `ARCHITECTURES`); `widths` sets the VGG trunk's filters per stage."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](num_classes)
+    if widths is None:
+        return ARCHITECTURES[arch](num_classes)
+    if arch != "vgg":
+        raise ValueError(f"widths apply to the vgg trunk only, not {arch!r}")
+    return build_vgg(num_classes, widths=tuple(widths))

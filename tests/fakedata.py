@@ -1,8 +1,10 @@
-"""Generated, learnable stand-ins for FER2013 folders: one stripe pattern per label (never real FER data)."""
+"""Generated, learnable stand-ins for FER2013 folders: one stripe pattern per label (never real FER data), and
+models with made-up trained statistics."""
 
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 
 from emotion.labels import LABELS
@@ -19,3 +21,16 @@ def make_face_folders(root: Path, per_class: int, seed: int = 0, labels: tuple[s
             image = np.tile(stripes[:, None], (1, 48)) + rng.normal(0, 20, (48, 48))
             cv2.imwrite(str(folder / f"{i}.png"), np.clip(image, 0, 255).astype(np.uint8))
     return root
+
+
+def with_trained_statistics(model):
+    """Random weights plus BatchNorm statistics away from their 0/1 defaults, so a wrong BN conversion shows."""
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            size = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, size))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, size))
+            layer.beta.assign(rng.normal(0, 0.2, size))
+    return model

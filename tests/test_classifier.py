@@ -1,4 +1,5 @@
 import cv2
+import keras
 import numpy as np
 import pytest
 
@@ -54,3 +55,25 @@ def test_from_config_takes_flip_blur_and_temperature(model):
     classifier = Classifier.from_config(model, {"tta": "flip", "blur_sigma": 0.5, "temperature": 0.9})
     assert (classifier.tta, classifier.blur_sigma, classifier.temperature) == ("flip", 0.5, 0.9)
     assert Classifier.from_config(model, {}).blur_sigma == 0.0  # model folders written before the blur existed
+
+
+def test_onnx_runtime_runs_the_bundled_model_and_agrees_with_tensorflow(model):
+    x = faces(5)
+    fast = Classifier(model, tta="flip", blur_sigma=0.5, temperature=0.8)
+    assert fast.runtime == "onnx"
+    reference = Classifier(model, tta="flip", blur_sigma=0.5, temperature=0.8, runtime="tensorflow")
+    assert reference.runtime == "tensorflow"
+    np.testing.assert_allclose(fast.predict(x), reference.predict(x), atol=1e-5)
+    with pytest.raises(ValueError, match="runtime"):
+        Classifier(model, runtime="tflite")
+
+
+def test_a_model_onnx_cannot_translate_stays_on_tensorflow():
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.LayerNormalization(name="layer_norm")(inputs)
+    unusual = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(x)))
+    classifier = Classifier(unusual)
+    assert classifier.runtime == "tensorflow"
+    np.testing.assert_allclose(classifier.predict(faces(3)), unusual.predict(faces(3), verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="layer_norm"):
+        Classifier(unusual, runtime="onnx")

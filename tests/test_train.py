@@ -15,7 +15,7 @@ from emotion import model_store
 from emotion.classifier import Classifier
 from emotion.data import load_dataset, stratified_split
 from emotion.networks import build_model
-from fakedata import make_face_folders
+from fakedata import make_face_folders, with_trained_statistics
 
 OUTPUTS = ["emotion_cnn.keras", "config.json", "recipe.json", "metrics.json", "confusion_matrix.png",
            "training_curves.png", "README.md"]
@@ -372,3 +372,48 @@ def test_a_single_teacher_written_as_a_string_still_resolves(tmp_path):
     config.write_text(json.dumps({"distill_from": "models", "augment": "affine"}))
     recipe = train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
     assert recipe["distill_from"] == ["models"]
+
+
+def test_widening_keeps_every_prediction_and_refuses_to_shrink():
+    narrow = with_trained_statistics(build_model("vgg", widths=[8, 16, 24, 32]))
+    wide = build_model("vgg", widths=[8, 16, 40, 64])
+    train.widen_into(narrow, wide)
+    x = np.random.default_rng(1).random((6, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(wide.predict(x, verbose=0), narrow.predict(x, verbose=0), atol=1e-6)
+    assert wide.get_layer("s4_conv2").kernel.shape == (3, 3, 64, 64)
+    assert np.abs(wide.get_layer("s4_conv2").kernel.numpy()[:, :, :, 32:]).sum() > 0  # the new filters are random
+    with pytest.raises(ValueError, match="does not fit"):
+        train.widen_into(wide, narrow)
+    with pytest.raises(ValueError, match="different layers"):
+        train.widen_into(build_model("seed"), wide)
+    seed = with_trained_statistics(build_model("seed"))  # equal widths; auto-named layers differ between builds
+    copy = build_model("seed")
+    train.widen_into(seed, copy)
+    np.testing.assert_allclose(copy.predict(x, verbose=0), seed.predict(x, verbose=0), atol=1e-6)
+
+
+def test_widths_are_a_vgg_setting_that_a_widened_run_records(data, trained, tmp_path):
+    out = tmp_path / "wide"
+    args = ["--data", str(data), "--out", str(out), *FAST, "--epochs", "1", "--init-from", str(trained),
+            "--widths", "32", "64", "128", "320"]
+    assert train.main(args) == 0
+    loaded = model_store.load_model_dir(out)
+    assert loaded[0].get_layer("s4_conv2").filters == 320
+    assert json.loads((out / "recipe.json").read_text())["widths"] == [32, 64, 128, 320]
+    assert "filters per stage 32-64-128-320" in (out / "README.md").read_text()
+    with pytest.raises(SystemExit, match="vgg only"):
+        train.main(["--data", str(data), "--out", str(tmp_path / "seed"), "--arch", "seed", "--widths", "8", "16"])
+
+
+def test_resume_may_change_the_length_of_a_constant_schedule_only(data, trained, tmp_path, caplog):
+    out = tmp_path / "constant"
+    args = ["--data", str(data), "--out", str(out), *FAST, "--schedule", "constant"]
+    assert train.main([*args, "--epochs", "2"]) == 0
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert train.main([*args, "--epochs", "3", "--resume"]) == 0  # extended by one epoch
+    assert "resuming after epoch 2" in caplog.text
+    assert json.loads((out / "config.json").read_text())["training"]["epochs_run"] == 3
+    with pytest.raises(SystemExit, match="below the 3 epochs"):
+        train.main([*args, "--epochs", "1", "--resume"])
+    with pytest.raises(AssertionError, match="epochs"):  # a cosine schedule was built for its original length
+        train.main(["--data", str(data), "--out", str(trained), *FAST, "--epochs", "6", "--resume"])
