@@ -1,7 +1,7 @@
 """Run a Keras classifier on ONNX Runtime: the same network rebuilt as an ONNX graph, layer by layer.
 
-For the live path's batch of 2 (one face and its mirror) ONNX Runtime is about 3x faster than TensorFlow on 2 CPU
-cores, because it skips TensorFlow's per-op dispatch. The graph is built from the Keras model's own weights when
+For the live path's batch of 2 (one face and its mirror) ONNX Runtime ran 2.5-3x faster than TensorFlow on 2 CPU
+cores (README.md, Performance). The graph is built from the Keras model's own weights when
 the model is loaded, so a model folder stays one .keras file. Only the layers of `emotion.networks` convert;
 anything else raises `UnsupportedModel` and the caller keeps TensorFlow.
 """
