@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-weight", type=float, help="share of the teacher's probabilities in each target (0.5)")
     p.add_argument("--average-from", type=int, metavar="EPOCH",
                    help="stochastic weight averaging: average the weights of every epoch from EPOCH on")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras "
+                   "(with a constant or plateau schedule, --epochs may change: to extend the run or end it early)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the model folder (token from $HF_TOKEN)")
     p.add_argument("--hub-tag", default=DEFAULT_REVISION, help="tag the uploaded commit (the app pins this revision)")
     return p.parse_args(argv)
@@ -120,6 +121,8 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
     if isinstance(recipe["distill_from"], str):  # a hand-written --config may name one teacher as a string
         recipe["distill_from"] = [recipe["distill_from"]]
     if recipe["widths"] is not None:
+        if not isinstance(recipe["widths"], list) or not all(isinstance(w, int) for w in recipe["widths"]):
+            raise SystemExit(f"widths must be a list of filter counts, got {recipe['widths']!r}")
         if arch != "vgg":
             raise SystemExit(f"--widths applies to --arch vgg only, not {arch}")
         if not 1 <= len(recipe["widths"]) <= 5 or min(recipe["widths"]) < 1:
@@ -390,14 +393,17 @@ def teacher_probabilities(folder: str, faces: np.ndarray) -> np.ndarray:
 
 
 def widen_into(source: keras.Model, model: keras.Model) -> None:
-    """Copy `source`'s weights into `model`, the same architecture with as many or more filters per layer, so that
-    `model` predicts exactly what `source` does (in inference). Each weight goes into the leading slice; the extra
-    filters keep their random initialisation, and the weights that read them in the next layer start at zero."""
+    """Copy `source`'s weights into `model`, built by `build_model` for the same architecture with as many or more
+    filters per layer, so that `model` predicts exactly what `source` does (in inference). Each weight goes into the
+    leading slice; the extra filters keep their random initialisation, and the weights that read them in the next
+    layer start at zero. (Exact for the vgg trunk, whose global average pooling keeps channels apart.)"""
     layers = list(zip(source.layers, model.layers))
     if len(source.layers) != len(model.layers) or any(
         type(a) is not type(b) or [v.name for v in a.weights] != [v.name for v in b.weights] for a, b in layers
-    ) or source.output_shape != model.output_shape:
+    ):
         raise ValueError(f"{source.name} and {model.name} have different layers: cannot widen one into the other")
+    if source.output_shape != model.output_shape:
+        raise ValueError(f"outputs differ ({source.output_shape} and {model.output_shape}): cannot widen")
     pairs = [(old, new) for a, b in layers for old, new in zip(a.weights, b.weights)]
     for old, new in pairs:  # check every shape before changing anything
         same = old.shape[:-2] if len(old.shape) >= 2 else ()  # a kernel's spatial size must not change

@@ -6,7 +6,7 @@ Frames of 640x480 and 1280x720 with 0, 1 and 5 faces are built from the photos i
 letterboxed onto the canvas; the same with its face blurred away; five face crops tiled on it). Each frame is
 JPEG-encoded once, then every iteration times the stages of `EmotionRecognizer.detect` + `annotate` separately:
 decode (JPEG bytes -> RGB with the app's decoder), detect, preprocess (crop + preprocess_face + stack), classify
-(one batched compiled call) and annotate; pipeline is detect to annotate (what `EmotionRecognizer.detect` +
+(one batched call) and annotate; pipeline is detect to annotate (what `EmotionRecognizer.detect` +
 `annotate` cost on a decoded image, the figure the targets are set on) and total adds decode. Medians and 95th percentiles exclude the warm-up iterations.
 Cold costs run in fresh processes: importing the package and `EmotionRecognizer.load()`, and `python app.py`
 from start to HTTP 200 and to its first /predict answer. Peak memory is the resident set high-water mark.

@@ -1,4 +1,4 @@
-"""Batched, compiled emotion classification of preprocessed faces, with optional blur, flip TTA and temperature."""
+"""Batched emotion classification of preprocessed faces, with optional blur, flip TTA and temperature."""
 
 import logging
 

@@ -37,7 +37,7 @@ def build_vgg(
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"s{stage}_conv{conv}")(x)
             x = layers.BatchNormalization(name=f"s{stage}_bn{conv}")(x)
             x = layers.ReLU(name=f"s{stage}_relu{conv}")(x)
-        x = layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)  # 48 -> 24 -> 12 -> 6 -> 3
+        x = layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)  # 4 stages: 48 -> 24 -> 12 -> 6 -> 3
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)

@@ -23,7 +23,7 @@ def make_face_folders(root: Path, per_class: int, seed: int = 0, labels: tuple[s
     return root
 
 
-def with_trained_statistics(model):
+def with_trained_statistics(model: keras.Model) -> keras.Model:
     """Random weights plus BatchNorm statistics away from their 0/1 defaults, so a wrong BN conversion shows."""
     rng = np.random.default_rng(1)
     for layer in model.layers:
@@ -34,3 +34,12 @@ def with_trained_statistics(model):
             layer.gamma.assign(rng.uniform(0.5, 1.5, size))
             layer.beta.assign(rng.normal(0, 0.2, size))
     return model
+
+
+def chain(*layers: keras.layers.Layer) -> keras.Model:
+    """A functional model of `layers` one after the other on a 48x48x1 input."""
+    inputs = keras.Input((48, 48, 1))
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x)

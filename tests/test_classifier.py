@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import pytest
 
+from emotion import onnx_graph
 from emotion.calibration import apply_temperature
 from emotion.classifier import Classifier
 from emotion.model_store import load
@@ -66,6 +67,18 @@ def test_onnx_runtime_runs_the_bundled_model_and_agrees_with_tensorflow(model):
     np.testing.assert_allclose(fast.predict(x), reference.predict(x), atol=1e-5)
     with pytest.raises(ValueError, match="runtime"):
         Classifier(model, runtime="tflite")
+
+
+def test_any_failure_to_start_onnx_runtime_leaves_tensorflow(model, monkeypatch, caplog):
+    def broken(_):
+        raise RuntimeError("no such provider")
+
+    monkeypatch.setattr(onnx_graph, "session", broken)
+    classifier = Classifier(model, tta="flip")
+    assert classifier.runtime == "tensorflow" and "no such provider" in caplog.text
+    assert classifier.predict(faces(2)).shape == (2, 7)
+    with pytest.raises(RuntimeError, match="no such provider"):
+        Classifier(model, runtime="onnx")
 
 
 def test_a_model_onnx_cannot_translate_stays_on_tensorflow():

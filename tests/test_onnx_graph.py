@@ -5,7 +5,7 @@ import pytest
 from emotion import onnx_graph
 from emotion.model_store import load
 from emotion.networks import build_model
-from fakedata import with_trained_statistics
+from fakedata import chain, with_trained_statistics
 
 
 def faces(n, seed=0):
@@ -40,14 +40,6 @@ def test_flattening_keeps_keras_order_and_pooling_its_strides():
                                rtol=1e-4, atol=1e-5)
 
 
-def chain(*layers):
-    inputs = keras.Input((48, 48, 1))
-    x = inputs
-    for layer in layers:
-        x = layer(x)
-    return keras.Model(inputs, x)
-
-
 @pytest.mark.parametrize("name, model", [
     ("strided", lambda: chain(keras.layers.Conv2D(4, 3, strides=2, name="strided"),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(7))),
@@ -58,6 +50,8 @@ def chain(*layers):
                                   keras.layers.Flatten(), keras.layers.Dense(7))),
     ("gelu", lambda: chain(keras.layers.Flatten(), keras.layers.Dense(7, activation="gelu", name="gelu"))),
     ("no_vector", lambda: chain(keras.layers.Conv2D(7, 3, name="conv"))),
+    ("dense_on_map", lambda: chain(keras.layers.Conv2D(4, 3), keras.layers.Dense(7, name="dense_on_map"))),
+    ("keepdims", lambda: chain(keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(keepdims=True, name="keepdims"))),
 ])
 def test_a_model_it_cannot_translate_is_refused_by_name(name, model):
     with pytest.raises(onnx_graph.UnsupportedModel, match=name if name != "no_vector" else "not a vector"):

@@ -15,7 +15,7 @@ from emotion import model_store
 from emotion.classifier import Classifier
 from emotion.data import load_dataset, stratified_split
 from emotion.networks import build_model
-from fakedata import make_face_folders, with_trained_statistics
+from fakedata import chain, make_face_folders, with_trained_statistics
 
 OUTPUTS = ["emotion_cnn.keras", "config.json", "recipe.json", "metrics.json", "confusion_matrix.png",
            "training_curves.png", "README.md"]
@@ -405,7 +405,7 @@ def test_widths_are_a_vgg_setting_that_a_widened_run_records(data, trained, tmp_
         train.main(["--data", str(data), "--out", str(tmp_path / "seed"), "--arch", "seed", "--widths", "8", "16"])
 
 
-def test_resume_may_change_the_length_of_a_constant_schedule_only(data, trained, tmp_path, caplog):
+def test_resume_may_change_the_length_unless_the_schedule_is_cosine(data, trained, tmp_path, caplog):
     out = tmp_path / "constant"
     args = ["--data", str(data), "--out", str(out), *FAST, "--schedule", "constant"]
     assert train.main([*args, "--epochs", "2"]) == 0
@@ -415,5 +415,22 @@ def test_resume_may_change_the_length_of_a_constant_schedule_only(data, trained,
     assert json.loads((out / "config.json").read_text())["training"]["epochs_run"] == 3
     with pytest.raises(SystemExit, match="below the 3 epochs"):
         train.main([*args, "--epochs", "1", "--resume"])
+    cosine = tmp_path / "cosine"
+    shutil.copytree(trained, cosine)
     with pytest.raises(AssertionError, match="epochs"):  # a cosine schedule was built for its original length
-        train.main(["--data", str(data), "--out", str(trained), *FAST, "--epochs", "6", "--resume"])
+        train.main(["--data", str(data), "--out", str(cosine), *FAST, "--epochs", "6", "--resume"])
+
+
+def test_widening_refuses_other_kernels_and_outputs_and_changes_nothing_then():
+    def small(first=4, second=4, kernel=3, classes=7):
+        return chain(keras.layers.Conv2D(first, 3, name="c1"), keras.layers.Conv2D(second, kernel, name="c2"),
+                     keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(classes, name="d"))
+    with pytest.raises(ValueError, match="does not fit"):
+        train.widen_into(small(), small(kernel=5))
+    with pytest.raises(ValueError, match="outputs differ"):
+        train.widen_into(small(), small(classes=8))
+    target = small(first=8, second=2)  # c1 would fit, c2 cannot: nothing may be copied
+    before = target.get_layer("c1").kernel.numpy()
+    with pytest.raises(ValueError, match="does not fit"):
+        train.widen_into(small(), target)
+    np.testing.assert_array_equal(target.get_layer("c1").kernel.numpy(), before)
