@@ -390,7 +390,7 @@ def format_report(result: dict) -> str:
     m = result["machine"]
     lines = [f"{m['cpu_model']}, {m['cpus_usable']} CPUs, load average {m['load_average_1m']} at start, "
              f"{m['load_average_1m_end']} at end (above 0.5 or so, other work slows every number down); "
-             f"model {result['model']} on {result.get('runtime', 'tensorflow')}; decoder {result['decoder']}",
+             f"model {result['model']} on {result['runtime']}; decoder {result['decoder']}",
              f"{'frame':<16} {'faces':>6} " + " ".join(f"{s:>13}" for s in STAGES) + f" {'fps':>6} {'runs':>5}",
              f"{'':<16} {'found':>6} " + " ".join(f"{'med/p95 ms':>13}" for _ in STAGES)]
     for name, frame in result["frames"].items():

@@ -18,7 +18,7 @@ RUNTIMES = ("auto", "onnx", "tensorflow")
 class Classifier:
     """Wraps a Keras model for fast batched calls: (N, 48, 48, 1) float32 -> (N, 7) probabilities.
 
-    `runtime="auto"` runs the network on ONNX Runtime (`emotion.onnx_graph`, 2.5-3x faster for one face) and
+    `runtime="auto"` runs the network on ONNX Runtime (`emotion.onnx_graph`, 2.4-3.1x faster for one face) and
     keeps a compiled TensorFlow function for models it cannot convert; "onnx" or "tensorflow" forces one.
     `self.runtime` says which one runs.
 

@@ -1,6 +1,6 @@
 """Run a Keras classifier on ONNX Runtime: the same network rebuilt as an ONNX graph, layer by layer.
 
-For the live path's batch of 2 (one face and its mirror) ONNX Runtime ran 2.5-3x faster than TensorFlow on 2 CPU
+For the live path's batch of 2 (one face and its mirror) ONNX Runtime ran 2.4-3.1x faster than TensorFlow on 2 CPU
 cores (README.md, Performance). The graph is built from the Keras model's own weights when
 the model is loaded, so a model folder stays one .keras file. Only the layers of `emotion.networks` convert;
 anything else raises `UnsupportedModel` and the caller keeps TensorFlow.

@@ -96,8 +96,8 @@ HUMAN_READING = {
 
 
 def test_the_bundled_model_reads_full_size_photos_as_people_do(recognizer):
-    # Full-size photographs, not FER2013 crops: detection, cropping and the classifier together. 9 of the 10 faces
-    # agree with the human reading (the first distilled model read all 10 alike; the one before it 9).
+    # Full-size photographs, not FER2013 crops: detection, cropping and the classifier together. All 9 faces agree
+    # with the human reading (the model before the first distilled one read 8 of them alike).
     agree = 0
     for name, expected in HUMAN_READING.items():
         rgb = cv2.cvtColor(cv2.imread(str(EXAMPLES / f"{name}.jpg")), cv2.COLOR_BGR2RGB)
