@@ -55,3 +55,40 @@ def plot_training_curves(history: dict[str, list[float]], path: str | Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+MAX_TIMELINE_FACES = 6  # a timeline plot shows at most this many faces, those seen longest
+
+
+def plot_timeline(series: dict[int, tuple[np.ndarray, np.ndarray]], path: str | Path, xlabel: str = "time (s)") -> None:
+    """Save each face's emotion probabilities over time, one panel per face, as PNG.
+
+    `series` maps a face id to its times (n,) and probabilities (n, 7); faces beyond MAX_TIMELINE_FACES (the
+    least seen) are left out and the title says so. A gap of more than a second is drawn as a break in the line.
+    """
+    from .labels import COLORS
+
+    plt = _pyplot()
+    shown = sorted(sorted(series, key=lambda face: len(series[face][0]), reverse=True)[:MAX_TIMELINE_FACES])
+    fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(9, 1.2 + 1.9 * max(1, len(shown))), squeeze=False)
+    end = max((float(times.max()) for times, _ in series.values() if len(times)), default=1.0)
+    for ax, face in zip(axes[:, 0], shown):
+        times, probs = series[face]
+        gaps = np.flatnonzero(np.diff(times) > 1.0) + 1  # NaN at a gap, so the face's absence is not bridged
+        times, probs = np.insert(times, gaps, np.nan), np.insert(probs, gaps, np.nan, axis=0)
+        for index, label in enumerate(LABELS):
+            ax.plot(times, probs[:, index], color=np.array(COLORS[label]) / 255, label=label, linewidth=1.6)
+        ax.set_xlim(0, max(end, 1e-3))
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(f"face {face}", fontsize=11)
+        ax.grid(alpha=0.3)
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no faces", ha="center", va="center", transform=axes[0, 0].transAxes)
+    axes[-1, 0].set_xlabel(xlabel, fontsize=11)
+    axes[0, 0].legend(loc="upper center", bbox_to_anchor=(0.5, 1.45), ncol=len(LABELS), fontsize=9, frameon=False)
+    left_out = len(series) - len(shown)
+    title = "Emotion probabilities per face" + (f" ({left_out} briefly seen faces not shown)" if left_out else "")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
