@@ -1,20 +1,31 @@
-"""Where the model comes from: the Hugging Face Hub at a pinned revision, or the copy bundled in `models/`."""
+"""Where the model comes from: the Hugging Face Hub at a pinned revision, or the copy bundled in `models/`.
+
+A model folder holds `emotion_cnn.keras` (training, evaluation), `emotion_cnn.onnx` (the same network, what the app
+serves: ONNX Runtime, no TensorFlow) and `config.json`. Serving downloads only the .onnx file and the config; a
+folder without an .onnx file (a model that did not convert) is served from the .keras file through TensorFlow.
+"""
 
 import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
-import keras
+import numpy as np
+import onnxruntime as ort
 
+from .classifier import Classifier, onnx_session
 from .labels import LABELS
+from .preprocess import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
 MODEL_FILENAME = "emotion_cnn.keras"
+ONNX_FILENAME = "emotion_cnn.onnx"
 CONFIG_FILENAME = "config.json"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "models"
 # Where `train.py --push-to-hub` publishes the default model, and the tag it creates for this release.
@@ -26,22 +37,91 @@ REVISION_ENV = "EMOTION_MODEL_REVISION"
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: keras.Model
+    """A model folder as loaded for serving: its config, its ONNX Runtime session (None when the folder has no .onnx
+    file) and where it came from."""
+
+    folder: Path
     config: dict
     source: str  # "hub:<repo>@<revision>", "hub-cache:<repo>@<revision>", "bundled:<dir>" or "local:<path>"
+    session: ort.InferenceSession | None = field(repr=False)
+    hub: tuple[str, str, bool] | None = field(default=None, repr=False)  # repo, revision, offline: to fetch .keras
+
+    def classifier(self) -> Classifier:
+        """The classifier the config describes, on ONNX Runtime (on TensorFlow for a folder without .onnx file)."""
+        return Classifier.from_config(self.session or self.model, self.config)
+
+    @cached_property
+    def model(self) -> Any:
+        """The Keras model (for training and evaluation; imports TensorFlow, and downloads the .keras file from the
+        Hub when the model came from there)."""
+        folder = self.folder
+        if self.hub and not (folder / MODEL_FILENAME).is_file():
+            from huggingface_hub import hf_hub_download
+
+            repo_id, revision, offline = self.hub
+            folder = Path(hf_hub_download(repo_id, MODEL_FILENAME, revision=revision, local_files_only=offline)).parent
+        return load_model_dir(folder)[0]
 
 
-def load_model_dir(folder: str | Path) -> tuple[keras.Model, dict]:
-    """Load `folder/emotion_cnn.keras` (safe mode, no pickles) and its `config.json`, and check they agree."""
+def read_config(folder: str | Path) -> dict:
+    """A model folder's config.json, checked to name the labels this package knows."""
     folder = Path(folder)
     config = json.loads((folder / CONFIG_FILENAME).read_text())
-    model = keras.saving.load_model(folder / MODEL_FILENAME, compile=False, safe_mode=True)
     labels = tuple(config.get("labels", ()))
     if labels != LABELS:
         raise ValueError(f"{folder}: model labels {labels} differ from {LABELS}")
+    return config
+
+
+def load_model_dir(folder: str | Path) -> tuple[Any, dict]:
+    """Load `folder/emotion_cnn.keras` with Keras (safe mode, no pickles) and its `config.json`, checked to agree."""
+    import keras  # training and evaluation only: serving reads the .onnx file (load_serving_dir)
+
+    folder = Path(folder)
+    config = read_config(folder)
+    model = keras.saving.load_model(folder / MODEL_FILENAME, compile=False, safe_mode=True)
     if model.output_shape[-1] != len(LABELS):
         raise ValueError(f"{folder}: model has {model.output_shape[-1]} outputs, expected {len(LABELS)}")
     return model, config
+
+
+def load_serving_dir(folder: str | Path, source: str, hub: tuple[str, str, bool] | None = None) -> LoadedModel:
+    """A model folder for serving: `config.json` and an ONNX Runtime session on `emotion_cnn.onnx`, checked to
+    take (N, 48, 48, 1) faces and give the 7 labels. Without an .onnx file the .keras one is loaded (TensorFlow)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    if not (folder / ONNX_FILENAME).is_file():
+        log.warning("%s has no %s: running %s on TensorFlow (slower start, more memory)", folder, ONNX_FILENAME,
+                    MODEL_FILENAME)
+        loaded = LoadedModel(folder, config, source, None, hub)
+        loaded.model  # noqa: B018 - load (and check) it now, so that a broken folder fails here
+        return loaded
+    session = onnx_session(folder / ONNX_FILENAME)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else ()
+    if shape != (INPUT_SIZE, INPUT_SIZE, 1) or inputs[0].name != "input":
+        raise ValueError(f"{folder / ONNX_FILENAME}: expected one input 'input' of (N, 48, 48, 1) faces")
+    if outputs[0].shape[-1] != len(LABELS):
+        raise ValueError(f"{folder / ONNX_FILENAME}: model has {outputs[0].shape[-1]} outputs, expected {len(LABELS)}")
+    return LoadedModel(folder, config, source, session, hub)
+
+
+def export_onnx(model: Any, folder: str | Path, faces: np.ndarray) -> float | None:
+    """Write `folder/emotion_cnn.onnx` beside the .keras file (what the app serves), checked against Keras on
+    `faces` (real preprocessed faces), and log the largest difference. Returns it, or None when the model cannot be
+    exported: then no .onnx file is left in the folder and the app would run the .keras file on TensorFlow."""
+    from . import onnx_graph  # imports Keras: training only
+
+    path = Path(folder) / ONNX_FILENAME
+    path.unlink(missing_ok=True)  # never leave an .onnx file from an earlier model beside this one
+    try:
+        difference = onnx_graph.export(model, path, faces)
+    except onnx_graph.UnsupportedModel as error:
+        log.warning("Could not export the model to ONNX (%s). The app needs TensorFlow to serve this folder: it will "
+                    "start slower and hold more memory.", error)
+        return None
+    log.info("wrote %s: ONNX Runtime and Keras differ by at most %.2g on %d faces", path, difference, len(faces))
+    return difference
 
 
 def _hub_reachable(timeout: float = 2.0) -> bool:
@@ -57,13 +137,19 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def _download(repo_id: str, revision: str, offline: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+    """Download `config.json` and the .onnx file at `revision` (or take them from the cache); returns their folder.
 
-    paths = [
-        hf_hub_download(repo_id, name, revision=revision, local_files_only=offline)
-        for name in (CONFIG_FILENAME, MODEL_FILENAME)
-    ]
-    return Path(paths[1]).parent
+    When the repo has no .onnx file at that revision (a model published before it was written), the .keras file
+    is fetched instead."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    folder = Path(hf_hub_download(repo_id, CONFIG_FILENAME, revision=revision, local_files_only=offline)).parent
+    try:
+        hf_hub_download(repo_id, ONNX_FILENAME, revision=revision, local_files_only=offline)
+    except EntryNotFoundError:
+        hf_hub_download(repo_id, MODEL_FILENAME, revision=revision, local_files_only=offline)
+    return folder
 
 
 def load(repo_id: str | None = None, revision: str | None = None, fallback: bool = True) -> LoadedModel:
@@ -77,16 +163,15 @@ def load(repo_id: str | None = None, revision: str | None = None, fallback: bool
     revision = revision or os.environ.get(REVISION_ENV) or DEFAULT_REVISION
     if repo_id and repo_id != "bundled":
         if Path(repo_id).is_dir():
-            model, config = load_model_dir(repo_id)
-            return LoadedModel(model, config, f"local:{repo_id}")
+            return load_serving_dir(repo_id, f"local:{repo_id}")
         from huggingface_hub import constants
 
         offline = constants.HF_HUB_OFFLINE or not _hub_reachable()
         try:
-            model, config = load_model_dir(_download(repo_id, revision, offline))
             source = f"{'hub-cache' if offline else 'hub'}:{repo_id}@{revision}"
+            loaded = load_serving_dir(_download(repo_id, revision, offline), source, (repo_id, revision, offline))
             log.info("Using model %s", source)
-            return LoadedModel(model, config, source)
+            return loaded
         except Exception as error:  # noqa: BLE001 - any Hub or load failure means: use the bundled model
             if not fallback:
                 raise
@@ -97,9 +182,9 @@ def load(repo_id: str | None = None, revision: str | None = None, fallback: bool
             else:
                 reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             log.warning("Could not load %s@%s from the Hub (%s); falling back to the bundled model.", repo_id, revision, reason)
-    model, config = load_model_dir(BUNDLED_DIR)
+    loaded = load_serving_dir(BUNDLED_DIR, f"bundled:{BUNDLED_DIR}")
     log.info("Using the bundled model in %s", BUNDLED_DIR)
-    return LoadedModel(model, config, f"bundled:{BUNDLED_DIR}")
+    return loaded
 
 
 def push_to_hub(folder: str | Path, repo_id: str, token: str | None = None, tag: str | None = None) -> str:

@@ -1,16 +1,20 @@
-"""Run a Keras classifier on ONNX Runtime: the same network rebuilt as an ONNX graph, layer by layer.
+"""A Keras classifier as an ONNX graph, rebuilt layer by layer from its weights, for ONNX Runtime.
 
-For the live path's batch of 2 (one face and its mirror) ONNX Runtime ran 2.4-3.1x faster than TensorFlow on 2 CPU
-cores (README.md, Performance). The graph is built from the Keras model's own weights when
-the model is loaded, so a model folder stays one .keras file. Only the layers of `emotion.networks` convert;
-anything else raises `UnsupportedModel` and the caller keeps TensorFlow.
+`train.py` writes the graph beside the .keras file (`export`), checked against Keras, and the app serves that
+.onnx file without TensorFlow. For the live path's batch of 2 (one face and its mirror) ONNX Runtime ran 2.4-3.1x
+faster than TensorFlow on 2 CPU cores (README.md, Performance). Only the layers of `emotion.networks` convert;
+anything else raises `UnsupportedModel` (training and evaluation then keep TensorFlow).
 """
+
+from pathlib import Path
 
 import keras
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from .classifier import onnx_session
 
 OPSET = 17
 
@@ -45,23 +49,38 @@ def keras_to_onnx(model: keras.Model) -> bytes:
     return graph.serialize(x, model.input_shape[1:], model.output_shape[-1])
 
 
-def session(model: keras.Model) -> ort.InferenceSession:
-    """An ONNX Runtime session for `model` (see `keras_to_onnx`), checked against Keras on two random faces.
-
-    Its input is "input", NHWC float32. Raises `UnsupportedModel` when the model does not convert or the two
-    disagree (a layer setting this converter missed).
-    """
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initializers are noise here
-    # Idle worker threads would otherwise spin after each call and take the CPU from face detection and decoding.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    runner = ort.InferenceSession(keras_to_onnx(model), options, providers=["CPUExecutionProvider"])
-    probe = np.random.default_rng(0).random((2, *model.input_shape[1:]), dtype=np.float32)
-    expected = keras.ops.convert_to_numpy(model(probe, training=False)).astype(np.float32)
-    got = runner.run(None, {"input": probe})[0]
-    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-4):
-        raise UnsupportedModel(f"{model.name}: the ONNX graph disagrees with Keras on a test batch")
+def session(model: keras.Model, faces: np.ndarray | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session for `model` (see `keras_to_onnx`), checked against Keras (`check`)."""
+    runner = onnx_session(keras_to_onnx(model))
+    check(runner, model, faces)
     return runner
+
+
+def check(runner: ort.InferenceSession, model: keras.Model, faces: np.ndarray | None = None) -> float:
+    """The largest absolute difference between the ONNX graph's and Keras's probabilities on `faces` (by default two
+    random faces). Raises `UnsupportedModel` when it exceeds 1e-4: a layer setting the converter missed."""
+    if faces is None:
+        faces = np.random.default_rng(0).random((2, *model.input_shape[1:]), dtype=np.float32)
+    faces = np.ascontiguousarray(faces, dtype=np.float32)
+    expected = keras.ops.convert_to_numpy(model(faces, training=False)).astype(np.float32)
+    got = runner.run(None, {"input": faces})[0]
+    if got.shape != expected.shape:
+        raise UnsupportedModel(f"{model.name}: the ONNX graph gives shape {got.shape}, Keras {expected.shape}")
+    difference = float(np.abs(got - expected).max())
+    if not difference <= 1e-4:
+        raise UnsupportedModel(f"{model.name}: the ONNX graph disagrees with Keras on a test batch "
+                               f"(max abs difference {difference:.2g})")
+    return difference
+
+
+def export(model: keras.Model, path: str | Path, faces: np.ndarray) -> float:
+    """Write `model` as an ONNX file at `path`, checked against Keras on `faces` (a batch of real faces), and
+    return the largest absolute difference of their probabilities. Raises `UnsupportedModel` (writing nothing) when
+    the model does not convert or disagrees."""
+    graph = keras_to_onnx(model)
+    difference = check(onnx_session(graph), model, faces)
+    Path(path).write_bytes(graph)
+    return difference
 
 
 def _check_chain(layer: keras.layers.Layer, previous: keras.layers.Layer | None, model: keras.Model) -> None:

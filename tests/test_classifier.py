@@ -6,7 +6,7 @@ import pytest
 from emotion import onnx_graph
 from emotion.calibration import apply_temperature
 from emotion.classifier import Classifier
-from emotion.model_store import load
+from emotion.model_store import BUNDLED_DIR, ONNX_FILENAME, load
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,16 @@ def test_a_model_onnx_cannot_translate_stays_on_tensorflow():
     np.testing.assert_allclose(classifier.predict(faces(3)), unusual.predict(faces(3), verbose=0), atol=1e-5)
     with pytest.raises(ValueError, match="layer_norm"):
         Classifier(unusual, runtime="onnx")
+
+
+def test_the_shipped_onnx_file_runs_without_keras_and_agrees_with_it(model):
+    x = faces(6)
+    served = Classifier(BUNDLED_DIR / ONNX_FILENAME, tta="flip", blur_sigma=0.5, temperature=0.8)
+    assert served.runtime == "onnx" and served.model is None
+    reference = Classifier(model, tta="flip", blur_sigma=0.5, temperature=0.8, runtime="tensorflow")
+    np.testing.assert_allclose(served.predict(x), reference.predict(x), atol=1e-5)
+    assert served.predict(faces(0)).shape == (0, 7)
+    same = Classifier((BUNDLED_DIR / ONNX_FILENAME).read_bytes())  # bytes work as well as a path
+    np.testing.assert_allclose(same.predict(x), Classifier(model, runtime="tensorflow").predict(x), atol=1e-5)
+    with pytest.raises(ValueError, match="ONNX Runtime only"):
+        Classifier(BUNDLED_DIR / ONNX_FILENAME, runtime="tensorflow")

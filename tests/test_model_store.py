@@ -3,17 +3,22 @@ import shutil
 import time
 
 import keras
+import numpy as np
 import pytest
 from huggingface_hub import constants
 
 from emotion import model_store
-from emotion.model_store import BUNDLED_DIR, CONFIG_FILENAME, MODEL_FILENAME
+from emotion.classifier import Classifier
+from emotion.model_store import BUNDLED_DIR, CONFIG_FILENAME, MODEL_FILENAME, ONNX_FILENAME
+from emotion.networks import build_model
+from fakedata import chain
 
 
 def test_bundled_model_loads_with_its_config():
     loaded = model_store.load(repo_id="bundled")
     assert loaded.source.startswith("bundled:")
-    assert loaded.model.output_shape == (None, 7)
+    assert loaded.classifier().runtime == "onnx" and loaded.session is not None
+    assert loaded.model.output_shape == (None, 7)  # the Keras model too, on demand (training and evaluation)
     assert loaded.config["labels"][3] == "happy"
 
 
@@ -36,14 +41,16 @@ def test_offline_mode_falls_back(monkeypatch, caplog):
     assert "someone/model@v1" in caplog.text
 
 
-def fill_hub_cache(cache, repo_id, revision, model_file=BUNDLED_DIR / MODEL_FILENAME):
-    """Lay out a real huggingface_hub cache entry, as a past download would have left it."""
+def fill_hub_cache(cache, repo_id, revision, files=(MODEL_FILENAME, ONNX_FILENAME), broken=None):
+    """Lay out a real huggingface_hub cache entry, as a past download would have left it (`broken`: that file cut
+    short, as a partial download leaves it)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
-    shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, snapshot / CONFIG_FILENAME)
-    shutil.copy(model_file, snapshot / MODEL_FILENAME)
+    for name in (CONFIG_FILENAME, *files):
+        data = (BUNDLED_DIR / name).read_bytes()
+        (snapshot / name).write_bytes(data[:1000] if name == broken else data)
     (repo / "refs").mkdir()
     (repo / "refs" / revision).write_text(commit)
 
@@ -54,13 +61,25 @@ def test_offline_start_uses_the_cached_download(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     loaded = model_store.load(repo_id="org/emotion", revision="v1")
     assert loaded.source == "hub-cache:org/emotion@v1"
+    assert loaded.classifier().runtime == "onnx"
     assert loaded.model.output_shape == (None, 7)
 
 
-def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog):
-    broken = tmp_path / "broken.keras"
-    broken.write_bytes((BUNDLED_DIR / MODEL_FILENAME).read_bytes()[:1000])  # a partial download
-    fill_hub_cache(tmp_path / "cache", "org/emotion", "v1", model_file=broken)
+def test_a_revision_published_without_onnx_file_runs_its_keras_file(tmp_path, monkeypatch, caplog):
+    fill_hub_cache(tmp_path, "org/emotion", "v0", files=(MODEL_FILENAME,))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
+        loaded = model_store.load(repo_id="org/emotion", revision="v0")
+    assert loaded.source == "hub-cache:org/emotion@v0" and loaded.session is None
+    assert loaded.classifier().runtime == "onnx"  # converted in memory from the Keras model
+    assert f"has no {ONNX_FILENAME}" in caplog.text
+
+
+@pytest.mark.parametrize("broken", [ONNX_FILENAME, MODEL_FILENAME])
+def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog, broken):
+    files = (ONNX_FILENAME,) if broken == ONNX_FILENAME else (MODEL_FILENAME,)
+    fill_hub_cache(tmp_path / "cache", "org/emotion", "v1", files=files, broken=broken)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
@@ -94,8 +113,10 @@ def test_online_path_downloads_the_pinned_revision(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTION_MODEL_REVISION", "abc123")
     loaded = model_store.load()
     assert loaded.source == "hub:org/emotion@abc123"
-    assert {c[1] for c in calls} == {CONFIG_FILENAME, MODEL_FILENAME}
+    assert [c[1] for c in calls] == [CONFIG_FILENAME, ONNX_FILENAME]  # serving needs no .keras file
     assert all(c[0] == "org/emotion" and c[2] == "abc123" and not c[3] for c in calls)
+    assert loaded.model.output_shape == (None, 7)  # asked for, the Keras model is fetched from the same revision
+    assert [c[1] for c in calls] == [CONFIG_FILENAME, ONNX_FILENAME, MODEL_FILENAME]
 
 
 def test_a_local_model_folder_can_be_named(tmp_path):
@@ -109,3 +130,26 @@ def test_unsafe_lambda_layers_are_refused(tmp_path):
     shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, tmp_path / CONFIG_FILENAME)
     with pytest.raises(ValueError, match="(?i)unsafe|lambda|safe_mode"):
         model_store.load_model_dir(tmp_path)
+
+
+def test_export_writes_an_onnx_file_that_serves_like_keras(tmp_path, caplog):
+    model = build_model("vgg", widths=[8, 8, 8, 8])
+    faces = np.random.default_rng(0).random((32, 48, 48, 1), dtype=np.float32)
+    model.save(tmp_path / MODEL_FILENAME)
+    shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, tmp_path / CONFIG_FILENAME)
+    with caplog.at_level(logging.INFO, logger="emotion.model_store"):
+        difference = model_store.export_onnx(model, tmp_path, faces)
+    assert 0 <= difference < 1e-4 and "differ by at most" in caplog.text
+    served = model_store.load(repo_id=str(tmp_path)).classifier()
+    assert served.runtime == "onnx" and served.model is None
+    reference = Classifier.from_config(model, model_store.read_config(tmp_path))
+    np.testing.assert_allclose(served.predict(faces), reference.predict(faces), atol=1e-5)
+
+
+def test_a_model_that_cannot_be_exported_is_reported_and_leaves_no_onnx_file(tmp_path, caplog):
+    (tmp_path / ONNX_FILENAME).write_bytes(b"an earlier model's graph")
+    unusual = chain(keras.layers.LayerNormalization(name="layer_norm"), keras.layers.Flatten(), keras.layers.Dense(7))
+    with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
+        assert model_store.export_onnx(unusual, tmp_path, np.zeros((2, 48, 48, 1), np.float32)) is None
+    assert not (tmp_path / ONNX_FILENAME).exists()
+    assert "Could not export the model to ONNX" in caplog.text and "layer_norm" in caplog.text
