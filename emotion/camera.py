@@ -47,14 +47,34 @@ METADATA_ADDRESSES = frozenset(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Not public, checked by prefix: Python's ipaddress flags depend on its build (3.11.7 calls 192.0.0.8 and fec0::1
+# global). The IANA IPv4 and IPv6 Special-Purpose Address Registries (as of 2025), every entry, even those marked
+# globally reachable (anycast, relay and AS112 services are not cameras); multicast, class E and old site-local too.
+SPECIAL_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24", "192.168.0.0/16",
+        "192.175.48.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "100:0:0:1::/64",
+        "2001::/23", "2001:db8::/32", "2002::/16", "2620:4f:8000::/48", "3fff::/20", "5f00::/16", "fc00::/7",
+        "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")  # the only IPv6 block handed out for public use
 
-NO_URL = "Please enter the camera's address, for example http://203.0.113.7/video.mjpg or rtsp://203.0.113.7/stream."
+NO_URL = "Please enter the camera's address, for example http://203.0.113.7/video.mjpg."
 BAD_URL = "This camera address is not valid. Check it for typing mistakes."
 BAD_SCHEME = "Only camera addresses starting with http://, https:// or rtsp:// are supported."
 UNKNOWN_HOST = "We could not find the camera's host name. Check the address."
 NOT_ALLOWED = (
     "For safety, this app does not connect to local, private or cloud-internal network addresses. "
     f"To use a camera on your own network, run the app yourself with {ALLOW_PRIVATE_ENV}=1."
+)
+RTSP_NOT_ALLOWED = (
+    "For safety, this app opens rtsp:// cameras only when you run it yourself with "
+    f"{ALLOW_PRIVATE_ENV}=1: an RTSP camera can redirect the app to addresses it must not reach. "
+    "Use the camera's HTTP MJPEG or snapshot address instead."
 )
 REFUSED = "The camera refused the connection. Check the address and port, and that the camera is on."
 TIMED_OUT = "The camera did not answer in time. Check the address and your network."
@@ -107,9 +127,10 @@ class CameraTarget:
 def validate_camera_url(url: str, *, allow_private: bool | None = None) -> CameraTarget:
     """Check `url` against the safety policy and resolve it, or raise CameraError.
 
-    Only http, https and rtsp are allowed. Every address the host resolves to must be public unless
-    `allow_private` (default: the EMOTION_ALLOW_PRIVATE_CAMERAS environment variable is "1");
-    cloud metadata addresses are always refused. Host names go through the system resolver.
+    Only http, https and rtsp are allowed, rtsp only with `allow_private` (default: the
+    EMOTION_ALLOW_PRIVATE_CAMERAS environment variable is "1"). Every address the host resolves to must be
+    public (see SPECIAL_NETWORKS) unless `allow_private`; cloud metadata addresses are always refused.
+    Host names go through the system resolver.
     """
     if not isinstance(url, str) or not url.strip():
         raise CameraError(NO_URL)
@@ -130,6 +151,10 @@ def validate_camera_url(url: str, *, allow_private: bool | None = None) -> Camer
     port = port or SCHEMES[scheme]
     if allow_private is None:
         allow_private = os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower() in ("1", "true", "yes")
+    if scheme == "rtsp" and not allow_private:
+        # FFmpeg's RTSP client follows the camera's redirects itself (to any address, names resolved by FFmpeg),
+        # and none of its options turns that off, so the address checks below could not hold for RTSP.
+        raise CameraError(RTSP_NOT_ALLOWED)
     addresses = _resolve(host, port)
     if any(_refused(address, allow_private) for address in addresses):
         raise CameraError(NOT_ALLOWED)
@@ -226,8 +251,16 @@ def _refused(address: IPAddress, allow_private: bool) -> bool:
     forms = _forms(address)
     if any(form in METADATA_ADDRESSES for form in forms):
         return True
-    public = all(form.is_global and not form.is_multicast and not form.is_reserved for form in forms)
-    return not (public or allow_private)
+    return not (allow_private or all(_public(form) for form in forms))
+
+
+def _public(address: IPAddress) -> bool:
+    """Whether `address` (no scope) is a public unicast address, by SPECIAL_NETWORKS and by Python's flags both."""
+    if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST_V6:
+        return False
+    if any(address in network for network in SPECIAL_NETWORKS if network.version == address.version):
+        return False
+    return address.is_global and not address.is_multicast and not address.is_reserved
 
 
 def _format_ip(address: IPAddress) -> str:
@@ -420,22 +453,24 @@ def _jpeg_parts(read: Callable[[], bytes], max_frame_bytes: int) -> Iterator[byt
 
     Each picture starts at a JPEG start marker and is sized by its part's Content-Length when there
     is one, else by finding its end marker. Not relying on the boundary string tolerates the many
-    cameras that get multipart framing slightly wrong.
+    cameras that get multipart framing slightly wrong. Each byte is scanned about once: the searches
+    resume where the previous chunk's ended, so a hostile stream costs time linear in its length.
     """
     buffer = bytearray()
     while True:
-        start = buffer.find(_SOI)
-        if start < 0:
+        searched = 0  # buffer[:searched] holds no start marker
+        while (start := buffer.find(_SOI, searched)) < 0:
             if len(buffer) > max_frame_bytes:
                 raise CameraError(NOT_A_CAMERA)
+            searched = max(0, len(buffer) - len(_SOI) + 1)
             _read_more(buffer, read)
-            continue
         lengths = _CONTENT_LENGTH.findall(buffer, 0, start)
         length = int(lengths[-1]) if lengths and int(lengths[-1]) > 0 else None
         if length is not None and length > max_frame_bytes:
             raise CameraError(TOO_BIG)
+        scanner = None if length is not None else _JpegEnd(start)
         while True:
-            end = start + length if length is not None else _jpeg_end(buffer, start)
+            end = start + length if scanner is None else scanner.find(buffer)
             if end is not None and end <= len(buffer):
                 break
             if len(buffer) - start > max_frame_bytes:
@@ -452,27 +487,44 @@ def _read_more(buffer: bytearray, read: Callable[[], bytes]) -> None:
     buffer += chunk
 
 
-def _jpeg_end(data: bytearray, start: int) -> int | None:
-    """Index just past the end of the JPEG at data[start], or None if it has not all arrived.
+_FILL = re.compile(rb"\xff+")
+
+
+class _JpegEnd:
+    """Finds the end of the JPEG that starts at a buffer's `start`, as the buffer grows: each call resumes
+    where the last one stopped (the buffer may only grow at its end between calls).
 
     Walks the marker segments up to the first scan, so an end marker inside a segment (such as an
     EXIF thumbnail's) is skipped; inside scan data 0xFF is always escaped, so the next FFD9 is the end.
     """
-    i = start + 2
-    while i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] != 0xDA:
-        marker = data[i + 1]
-        if marker == 0xD9:
-            return i + 2
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-        else:
-            i += 2 + (data[i + 2] << 8 | data[i + 3])
-    if i + 4 > len(data):
-        return None
-    end = data.find(b"\xff\xd9", i)
-    return None if end < 0 else end + 2
+
+    def __init__(self, start: int):
+        self.position = start + 2  # the next marker to read, or (in the scan) where to search for FFD9
+        self.in_scan = False
+
+    def find(self, data: bytearray) -> int | None:
+        """Index just past the end of the JPEG, or None if it has not all arrived."""
+        i = self.position
+        while not self.in_scan:
+            if i + 4 > len(data):
+                self.position = i
+                return None
+            marker = data[i + 1]
+            if data[i] != 0xFF or marker == 0xDA:  # the first scan (or a broken file): search for the end
+                self.in_scan = True
+            elif marker == 0xD9:
+                return i + 2
+            elif marker == 0xFF:  # fill bytes: skip the whole run, to its last 0xFF (the next marker's)
+                i = _FILL.match(data, i).end() - 1
+            elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+            else:
+                i += 2 + (data[i + 2] << 8 | data[i + 3])
+        end = data.find(b"\xff\xd9", i)
+        if end < 0:
+            self.position = max(i, len(data) - 1)  # FFD9 may straddle this chunk and the next
+            return None
+        return end + 2
 
 
 def _decode_frame(data: bytes) -> np.ndarray | None:

@@ -35,6 +35,7 @@ from emotion.camera import (
     NOT_FOUND,
     REFUSED,
     RTSP_FAILED,
+    RTSP_NOT_ALLOWED,
     STALLED,
     TIMED_OUT,
     TLS_FAILED,
@@ -93,7 +94,6 @@ def allow_private(monkeypatch):
     [
         ("http://93.184.215.14/video.mjpg", "http", "93.184.215.14", 80, "93.184.215.14", "/video.mjpg"),
         ("HTTPS://camera.example:8443/snap.jpg?size=2", "https", "camera.example", 8443, "93.184.215.14", "/snap.jpg?size=2"),
-        ("rtsp://admin:pw@camera.example/live", "rtsp", "camera.example", 554, "93.184.215.14", "/live"),
         ("http://[2001:4860:4860::8888]:81", "http", "2001:4860:4860::8888", 81, "2001:4860:4860::8888", "/"),
         ("http://v6.example/cam", "http", "v6.example", 80, "2001:4860:4860::8888", "/cam"),
         ("http://[::ffff:8.8.8.8]/", "http", "::ffff:8.8.8.8", 80, "8.8.8.8", "/"),
@@ -105,7 +105,28 @@ def test_public_cameras_are_accepted_and_pinned(url, scheme, host, port, ip, pat
     assert (target.scheme, target.host, target.port, target.ip, target.path) == (scheme, host, port, ip, path)
 
 
-def test_credentials_are_parsed_but_never_shown():
+def test_rtsp_is_accepted_and_pinned_when_private_cameras_are_allowed(allow_private):
+    target = validate_camera_url("rtsp://admin:pw@camera.example/live")
+    assert (target.scheme, target.host, target.port, target.ip, target.path) == (
+        "rtsp", "camera.example", 554, "93.184.215.14", "/live"
+    )
+
+
+@pytest.mark.parametrize("url", ["rtsp://camera.example/live", "RTSP://8.8.8.8:8554/stream", "rtsp://10.0.0.5/live"])
+def test_rtsp_is_refused_unless_private_cameras_are_allowed(url, monkeypatch):
+    # FFmpeg follows an RTSP camera's redirects itself, past the address checks: a public camera could send the
+    # app to an internal one. So rtsp:// is refused before any lookup or connection, public or not.
+    def no_lookup(*args, **kwargs):
+        raise AssertionError("resolved a host name for a refused rtsp:// address")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+    with pytest.raises(CameraError) as caught:
+        validate_camera_url(url)
+    assert str(caught.value) == RTSP_NOT_ALLOWED
+    assert ALLOW_PRIVATE_ENV in RTSP_NOT_ALLOWED
+
+
+def test_credentials_are_parsed_but_never_shown(allow_private):
     target = validate_camera_url("rtsp://admin:p%40ss%3Aword@camera.example/live?token=abc")
     assert (target.username, target.password) == ("admin", "p@ss:word")
     assert "p%40ss" not in repr(target) and "abc" not in repr(target) and "admin" not in repr(target)
@@ -168,13 +189,36 @@ def test_credentials_are_parsed_but_never_shown():
         ("http://camera.internal/", NOT_ALLOWED),
         ("http://rebind.example/", NOT_ALLOWED),  # one private address is enough to refuse
         ("http://metadata.example/", NOT_ALLOWED),
-        ("rtsp://192.168.1.64:554/Streaming/Channels/101", NOT_ALLOWED),
+        ("rtsp://192.168.1.64:554/Streaming/Channels/101", RTSP_NOT_ALLOWED),
+        ("http://[fec0::1]/", NOT_ALLOWED),  # old site-local IPv6, "global" to Python 3.11.7
+        ("http://192.0.0.8/", NOT_ALLOWED),  # IPv4 dummy address, "global" to older Python builds
     ],
 )
 def test_refused_urls(url, message):
     with pytest.raises(CameraError) as caught:
         validate_camera_url(url)
     assert str(caught.value) == message
+
+
+# One address inside every entry of the IANA IPv4 and IPv6 Special-Purpose Address Registries (2025), plus
+# multicast and unassigned IPv6: none may be taken for a public camera, whatever this Python's ipaddress tables say.
+SPECIAL_ADDRESSES = [
+    "0.1.2.3", "10.9.8.7", "100.64.0.1", "127.0.0.2", "169.254.3.4", "172.31.255.1", "192.0.0.8", "192.0.0.9",
+    "192.0.0.10", "192.0.0.170", "192.0.0.171", "192.0.2.1", "192.31.196.1", "192.52.193.1", "192.88.99.1",
+    "192.168.0.1", "192.175.48.1", "198.18.0.1", "198.19.255.1", "198.51.100.1", "203.0.113.1", "224.0.0.251",
+    "239.255.255.250", "240.0.0.1", "255.255.255.255",
+    "::", "::1", "::2", "64:ff9b::808:808", "64:ff9b:1::1", "100::1", "100:0:0:1::1", "2001::1", "2001:1::1",
+    "2001:2::1", "2001:3::1", "2001:4:112::1", "2001:10::1", "2001:20::1", "2001:30::1", "2001:db8::1",
+    "2002:808:808::1", "2620:4f:8000::1", "3fff::1", "3fff:fff::1", "5f00::1", "fc00::1", "fd00::1", "fe80::1",
+    "fec0::1", "feff::1", "ff02::1", "ff0e::1", "4000::1", "1000::1",
+]
+
+
+@pytest.mark.parametrize("address", SPECIAL_ADDRESSES)
+def test_every_special_purpose_address_is_refused(address):
+    with pytest.raises(CameraError) as caught:
+        validate_camera_url(f"http://{format_host(ipaddress.ip_address(address))}/cam.mjpg")
+    assert str(caught.value) == NOT_ALLOWED
 
 
 @pytest.mark.parametrize(
@@ -283,7 +327,7 @@ def test_fuzz_validate_camera_url(url):
         return
     event("accepted")
     assert isinstance(target, CameraTarget)
-    assert target.scheme in ("http", "https", "rtsp")
+    assert target.scheme in ("http", "https")
     assert not url.strip().lower().startswith(("file:", "data:"))
     assert is_safe(target.ip), (url, target.ip)
     assert target.path.startswith("/") and target.path.isascii() and " " not in target.path
@@ -359,8 +403,12 @@ THUMBNAIL_EXIF = b"Exif\x00\x00" + b"\xff\xd8\xff\xe0 thumbnail \xff\xd9" * 3
 LEVELS = [10 * i for i in range(20)]
 
 
+FILL_BYTES = 9 * 1024 * 1024  # 0xFF fill bytes after a JPEG start marker: more than camera.MAX_FRAME_BYTES
+
+
 class CameraHandler(http.server.BaseHTTPRequestHandler):
     closing: threading.Event  # set at teardown, to release handlers that stall on purpose
+    client_closed: threading.Event  # set when a stalling handler sees the client close its connection
     snapshots = itertools.count()
 
     def log_message(self, *args):
@@ -385,6 +433,21 @@ class CameraHandler(http.server.BaseHTTPRequestHandler):
                 head += f"Content-Length: {len(part)}\r\n"
             self.wfile.write(head.encode() + b"\r\n" + part + b"\r\n")
             self.wfile.flush()
+
+    def stall(self) -> None:
+        """Send nothing more until the client closes the connection (then set client_closed) or teardown."""
+        self.connection.settimeout(0.05)
+        while not self.closing.is_set():
+            try:
+                if not self.connection.recv(1):
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        else:
+            return
+        self.client_closed.set()
 
     def do_GET(self):
         path = self.path.split("?")[0]
@@ -444,7 +507,14 @@ class CameraHandler(http.server.BaseHTTPRequestHandler):
             self.multipart([b"hello " * 50_000], content_length=False)
         elif path == "/stall":  # headers, one frame, then silence
             self.multipart([jpeg(70)])
-            self.closing.wait(10)
+            self.stall()
+        elif path == "/fill-bytes":  # a part that starts a JPEG, then only 0xFF fill bytes (no Content-Length)
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff")
+            for _ in range(FILL_BYTES // 65536):
+                self.wfile.write(b"\xff" * 65536)
         elif path == "/silent":  # never even answers
             self.closing.wait(10)
         else:
@@ -452,9 +522,13 @@ class CameraHandler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def scripted_camera(tls: ssl.SSLContext | None = None) -> Iterator[int]:
-    """Run the scripted camera on a loopback port (over TLS with `tls`); yields the port."""
-    handler = type("Handler", (CameraHandler,), {"closing": threading.Event(), "snapshots": itertools.count()})
+def scripted_camera(tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, type[CameraHandler]]]:
+    """Run the scripted camera on a loopback port (over TLS with `tls`); yields the port and its handler class."""
+    handler = type(
+        "Handler",
+        (CameraHandler,),
+        {"closing": threading.Event(), "client_closed": threading.Event(), "snapshots": itertools.count()},
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -462,7 +536,7 @@ def scripted_camera(tls: ssl.SSLContext | None = None) -> Iterator[int]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield server.server_address[1]
+        yield server.server_address[1], handler
     finally:
         handler.closing.set()
         server.shutdown()
@@ -471,10 +545,16 @@ def scripted_camera(tls: ssl.SSLContext | None = None) -> Iterator[int]:
 
 
 @pytest.fixture
-def camera_http(allow_private) -> Iterator[str]:
+def camera_server(allow_private) -> Iterator[tuple[str, type[CameraHandler]]]:
+    """Base URL of the scripted camera, and its handler class (whose events tell what the server saw)."""
+    with scripted_camera() as (port, handler):
+        yield f"http://127.0.0.1:{port}", handler
+
+
+@pytest.fixture
+def camera_http(camera_server) -> str:
     """Base URL of the scripted camera."""
-    with scripted_camera() as port:
-        yield f"http://127.0.0.1:{port}"
+    return camera_server[0]
 
 
 def gray_levels(frames) -> list[int]:
@@ -679,10 +759,22 @@ def test_stop_event_already_set(camera_http):
     assert list(iter_camera_frames(camera_http + "/numbered", stop_event=stop)) == []
 
 
-def test_closing_the_iterator_closes_the_connection(camera_http):
-    frames = iter_camera_frames(camera_http + "/stall")
+def test_closing_the_iterator_closes_the_connection(camera_server):
+    url, handler = camera_server
+    frames = iter_camera_frames(url + "/stall")
     next(frames)
-    frames.close()  # must not hang or raise
+    assert not handler.client_closed.wait(0.3)  # the stream is open, the camera stalls
+    frames.close()
+    assert handler.client_closed.wait(5)  # the camera saw the connection closed
+
+
+def test_fill_bytes_after_a_start_marker_cost_linear_time(camera_http):
+    # A part that starts a JPEG and then sends only 0xFF fill bytes: the reader once rescanned its whole buffer
+    # for every chunk, 40 s of CPU before reaching the 8 MB frame limit. Each byte is now scanned about once.
+    started = time.process_time()
+    frames, error = collect(iter_camera_frames(camera_http + "/fill-bytes"))
+    assert frames == [] and str(error) == TOO_BIG
+    assert time.process_time() - started < 8  # about 0.1 s here; the rescanning reader took over 40 s
 
 
 def test_connection_refused(allow_private):
@@ -743,7 +835,7 @@ def camera_https(allow_private, certificate) -> Iterator[tuple[int, list]]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(*certificate)
     tls.sni_callback = lambda sock, name, context: names.append(name)
-    with scripted_camera(tls) as port:
+    with scripted_camera(tls) as (port, _):
         yield port, names
 
 
