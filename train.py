@@ -1,10 +1,17 @@
 """Train the emotion classifier on folder-per-label face crops and write a model folder (optionally to the Hub).
 
-    python train.py --data ../shared/data/fer2013 --out runs/default          # the default recipe (VGG trunk)
-    python train.py --data ../shared/data/fer2013 --arch seed --out runs/seed # the seed report's CNN, as written
+    python train.py --data ../shared/data/fer2013-raw --out runs/default      # the default recipe (VGG trunk)
+    python train.py --data ../shared/data/fer2013-raw --arch seed --out runs/seed  # the seed report's CNN, as written
     python train.py --data ... --out runs/default --resume                    # continue after an interruption
-    python train.py --data ... --config runs/default/recipe.json              # rerun a model folder's recipe
-    python train.py --data ... --init-from runs/default --lr 0.03 --epochs 80 --out runs/v2  # a warm restart
+    python train.py --data ... --config models/recipe.json                    # rerun a model folder's recipe
+    python train.py --data ... --init-from git:3be74fa:models --lr 0.01 --out runs/v2  # a warm restart
+    python train.py --data ... --labels mix --ferplus-weight 0.3              # FER2013 labels mixed with FER+ votes
+
+Settings come from the architecture's recipe, then --config (a JSON file; unknown keys are refused), then flags; the
+resolved settings are saved as OUT/recipe.json when the run starts. Faces are read in their own pixels and go through
+`emotion.preprocess` exactly as the app's faces do (normalised per face), after the capture augmentation (light,
+blur, noise, JPEG, low resolution) that makes them look like camera faces. --init-from and --distill-from take a
+model folder or `git:REV:PATH`, a model folder as committed, so that a recipe reproduces from a clean clone.
 
 DIR holds train/ plus val/ (or validation/ or test/), or a single folder-per-label tree that is split 80:20,
 stratified, with a fixed seed. The output folder holds emotion_cnn.keras, config.json, metrics.json,
@@ -16,9 +23,12 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+import cv2
 
 import keras
 import numpy as np
@@ -28,14 +38,17 @@ from keras import layers
 from emotion.bench import machine_info
 from emotion.calibration import apply_temperature, fit_temperature
 from emotion.classifier import Classifier
-from emotion.data import load_dataset
+from emotion import ferplus
+from emotion.data import IMAGE_SUFFIXES, load_dataset, load_faces
 from emotion.labels import LABELS
 from emotion.metrics import compute_metrics, format_metrics
 from emotion.model_card import write_model_card
-from emotion.model_store import CONFIG_FILENAME, DEFAULT_REVISION, MODEL_FILENAME, load_model_dir, push_to_hub
+from emotion.model_store import (BUNDLED_DIR, CONFIG_FILENAME, DEFAULT_REVISION, MODEL_FILENAME, export_onnx,
+                                 load_model_dir, push_to_hub)
 from emotion.networks import build_model
 from emotion.plots import plot_confusion_matrix, plot_training_curves
-from emotion.preprocess import INPUT_SIZE
+from emotion.preprocess import INPUT_SIZE, NORMALIZATIONS, FaceInput, preprocess_face
+from emotion.recognizer import EmotionRecognizer
 
 # Recipes: every setting of a run. `--arch` picks one, any flag below overrides a single setting.
 RECIPES = {
@@ -55,7 +68,10 @@ MIX_ALPHA = {"mixup": 0.4, "cutmix": 1.0}  # Beta(alpha, alpha) mixing proportio
 SEED = 42
 # Settings every architecture shares; runs older than a setting count as having used its value here.
 COMMON_DEFAULTS = dict(seed=SEED, precision="auto", val_fraction=0.2, init_from=None, average_from=None,
-                       mix="none", mix_alpha=None, distill_from=None, distill_weight=0.5, widths=None)
+                       mix="none", mix_alpha=None, distill_from=None, distill_weight=0.5, widths=None,
+                       labels="fer2013", ferplus_weight=0.5, normalization="equalize", capture=True,
+                       select_photos=None)
+LABEL_SOURCES = ("fer2013", "ferplus", "mix")
 
 log = logging.getLogger("train")
 
@@ -89,6 +105,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-from", metavar="MODEL", nargs="+",
                    help="model folders whose mean prediction (each with its own flip and blur) softens the training labels")
     p.add_argument("--distill-weight", type=float, help="share of the teacher's probabilities in each target (0.5)")
+    p.add_argument("--labels", choices=LABEL_SOURCES,
+                   help="training targets: FER2013's labels (default), the FER+ vote distribution over the 7 labels, "
+                   "or a mix of the two (--ferplus-weight of FER+)")
+    p.add_argument("--ferplus-weight", type=float, help="share of the FER+ distribution in a --labels mix (0.5)")
+    p.add_argument("--votes", help=f"FER+ votes CSV (default: {ferplus.VOTES_FILENAME} found beside or above --data)")
+    p.add_argument("--normalization", choices=NORMALIZATIONS,
+                   help="per-face photometric normalisation, in training and in the app (default equalize)")
+    p.add_argument("--capture", action=argparse.BooleanOptionalAction, default=None,
+                   help="capture augmentation: brightness, contrast, gamma, low light, blur, noise, JPEG, low resolution")
+    p.add_argument("--select-photos", metavar="DIR",
+                   help="folder-per-label photos (such as sfew-train) scored end to end each epoch: the checkpoint kept "
+                   "is the best by the mean of validation accuracy and the photos' balanced accuracy")
     p.add_argument("--average-from", type=int, metavar="EPOCH",
                    help="stochastic weight averaging: average the weights of every epoch from EPOCH on")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.keras "
@@ -100,11 +128,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_recipe(args: argparse.Namespace) -> dict:
     """Every setting of the run: the architecture's recipe, then --config, then explicit flags."""
-    overrides = json.loads(Path(args.config).read_text()) if args.config else {}
+    overrides = {}
+    if args.config:
+        try:
+            overrides = json.loads(Path(args.config).read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"cannot read --config {args.config}: {error}") from None
+        if not isinstance(overrides, dict):
+            raise SystemExit(f"--config {args.config} must hold a JSON object of settings")
     arch = args.arch or overrides.get("arch", "vgg")
+    if arch not in RECIPES:
+        raise SystemExit(f"unknown arch {arch!r} in {args.config}; choose one of {sorted(RECIPES)}")
     recipe = dict(RECIPES[arch], arch=arch, **COMMON_DEFAULTS)
     unknown = set(overrides) - set(recipe)
-    assert not unknown, f"unknown settings in {args.config}: {sorted(unknown)}"
+    if unknown:
+        raise SystemExit(f"unknown settings in {args.config}: {sorted(unknown)}")
     recipe.update({key: value for key, value in overrides.items() if key != "arch"})
     for key in recipe:
         value = getattr(args, key, None)
@@ -129,7 +167,43 @@ def resolve_recipe(args: argparse.Namespace) -> dict:
             raise SystemExit(f"--widths takes 1 to 5 positive filter counts (48 px pools to 1 px), got {recipe['widths']}")
     if not 0 <= recipe["distill_weight"] <= 1:
         raise SystemExit(f"--distill-weight must be between 0 and 1, got {recipe['distill_weight']}")
+    if recipe["labels"] not in LABEL_SOURCES:
+        raise SystemExit(f"labels must be one of {LABEL_SOURCES}, got {recipe['labels']!r}")
+    if not 0 <= recipe["ferplus_weight"] <= 1:
+        raise SystemExit(f"--ferplus-weight must be between 0 and 1, got {recipe['ferplus_weight']}")
+    if recipe["normalization"] not in NORMALIZATIONS:
+        raise SystemExit(f"normalization must be one of {NORMALIZATIONS}, got {recipe['normalization']!r}")
+    for key in ("epochs", "batch_size"):
+        if not isinstance(recipe[key], int) or recipe[key] < 1:
+            raise SystemExit(f"{key} must be a positive whole number, got {recipe[key]!r}")
+    if not recipe["lr"] > 0:
+        raise SystemExit(f"--lr must be positive, got {recipe['lr']}")
+    for key in ("init_from", *(["distill_from"] if recipe["distill_from"] else [])):
+        for ref in recipe[key] if isinstance(recipe[key], list) else [recipe[key]]:
+            if ref and not str(ref).startswith("git:") and Path(ref).resolve().is_relative_to(BUNDLED_DIR.resolve()):
+                raise SystemExit(f"{key} {ref!r} is the bundled model folder, whose content changes with every new "
+                                 "default: name the copy as committed instead, git:<commit>:models")
     return recipe
+
+
+def model_folder(ref: str) -> Path:
+    """The model folder (or .keras file) `ref` names: a path, or `git:REV:PATH`, a model folder as committed at REV,
+    written out once under runs/git-models/ (so that a recipe reproduces from a clean clone)."""
+    if not ref.startswith("git:"):
+        return Path(ref)
+    try:
+        _, rev, path = ref.split(":", 2)
+    except ValueError:
+        raise SystemExit(f"{ref!r}: a git model reference is git:REV:PATH, such as git:3be74fa:models") from None
+    folder = Path("runs/git-models") / f"{rev}-{path.strip('/').replace('/', '_')}"
+    if not (folder / MODEL_FILENAME).exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_FILENAME, MODEL_FILENAME):  # the model last: its presence marks a complete folder
+            blob = subprocess.run(["git", "show", f"{rev}:{path.strip('/')}/{name}"], capture_output=True)
+            if blob.returncode:
+                raise SystemExit(f"{ref!r}: git has no {path}/{name} at {rev} ({blob.stderr.decode().strip()})")
+            (folder / name).write_bytes(blob.stdout)
+    return folder
 
 
 def cpu_has_bf16() -> bool:
@@ -197,11 +271,67 @@ def affine_augment(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.where(erase[..., None], 0.5, x)
 
 
-def class_weights(y: np.ndarray) -> np.ndarray:
-    """Per-class weights proportional to 1/sqrt(frequency), normalised to a mean sample weight of 1."""
-    counts = np.bincount(y, minlength=len(LABELS)).astype(np.float64)
-    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
-    return weights / (weights[y].mean())
+def capture_augment(face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 48x48 uint8 face as a camera might have given it: light (brightness, contrast, gamma or low light), then
+    resolution (down to 16-24 px and back), optics (blur), sensor noise and JPEG compression (quality 20-90), each
+    drawn at random. Per-face normalisation undoes most of the light, but not the clipping, quantisation and noise
+    that come with it, and nothing else here."""
+    x = face.astype(np.float32)
+    kind = rng.integers(4)  # 0: none, 1: brightness and contrast, 2: gamma, 3: low light
+    if kind == 1:
+        x = (x - 128) * rng.uniform(0.5, 1.5) + 128 + rng.uniform(-50, 50)
+    elif kind == 2:
+        x = 255 * (np.clip(x, 0, 255) / 255) ** rng.uniform(0.5, 2.0)
+    elif kind == 3:
+        x = x * rng.uniform(0.1, 0.4) + rng.normal(0, rng.uniform(1, 4), x.shape)
+    x = np.clip(x, 0, 255).round().astype(np.uint8)
+    if rng.random() < 0.25:
+        side = int(rng.integers(16, 25))
+        x = cv2.resize(cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA), (INPUT_SIZE, INPUT_SIZE),
+                       interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.25:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.2))
+    if rng.random() < 0.25:
+        x = np.clip(x + rng.normal(0, rng.uniform(2, 8), x.shape), 0, 255).round().astype(np.uint8)
+    if rng.random() < 0.35:
+        _, jpeg = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 91))])
+        x = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+    return x
+
+
+def model_inputs(faces: np.ndarray, normalization: str, seed: np.ndarray | None = None) -> np.ndarray:
+    """(N, 48, 48, 1) uint8 faces in their own pixels -> float32 model inputs through `emotion.preprocess` (as in the
+    app), after `capture_augment` when a seed (2 integers) is given."""
+    rng = None if seed is None else np.random.default_rng([int(v) & 0xFFFFFFFF for v in seed])
+    out = [preprocess_face(capture_augment(f[..., 0], rng) if rng else f[..., 0], normalization) for f in faces]
+    return np.stack(out) if out else np.zeros((0, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
+
+
+def training_targets(y: np.ndarray, paths: list, recipe: dict, votes_path: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (N, 7) for the training faces and a mask (N,) of the faces to train on. FER2013 labels are one-hot;
+    FER+ targets are the annotators' vote distributions over the 7 labels (faces with no vote left there skipped); a
+    mix is (1 - w) FER2013 label + w FER+ distribution, the label alone where FER+ has no vote."""
+    onehot = np.eye(len(LABELS), dtype=np.float32)[y]
+    if recipe["labels"] == "fer2013":
+        return onehot, np.ones(len(y), bool)
+    if votes_path is None or not Path(votes_path).is_file():
+        raise SystemExit(f"--labels {recipe['labels']} needs the FER+ votes ({ferplus.VOTES_FILENAME}): none found "
+                         "beside the data; give the file with --votes")
+    dist, has_votes = ferplus.distributions(ferplus.votes_for(paths, ferplus.read_votes(votes_path)))
+    log.info("FER+ votes for %d of %d training faces", has_votes.sum(), len(y))
+    if recipe["labels"] == "ferplus":
+        return dist, has_votes
+    w = recipe["ferplus_weight"]
+    return np.where(has_votes[:, None], (1 - w) * onehot + w * dist, onehot).astype(np.float32), np.ones(len(y), bool)
+
+
+def class_weights(targets: np.ndarray) -> np.ndarray:
+    """Per-class weights proportional to 1/sqrt(frequency), frequencies counted in target shares (one-hot labels
+    count whole faces), normalised to a mean sample weight of 1. Returns the (7,) class weights."""
+    targets = np.eye(len(LABELS))[targets] if targets.ndim == 1 else np.asarray(targets, np.float64)
+    counts = targets.sum(axis=0)
+    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1e-12)), 0.0)
+    return weights / (targets @ weights).mean()
 
 
 def mix_batch(x: tf.Tensor, y: tf.Tensor, w: tf.Tensor, kind: str, alpha: float, seed: tf.Tensor):
@@ -241,25 +371,33 @@ def map_with_seeds(batches: tf.data.Dataset, seed: int, fn) -> tf.data.Dataset:
     return tf.data.Dataset.zip(batches, seeds).map(lambda batch, s: fn(*batch, s), num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def make_datasets(train, val, recipe, teacher: np.ndarray | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Batched training (faces, targets, sample weights) and validation (faces, one-hot) data. `teacher`, the
-    teacher's probabilities for each training face, takes `distill_weight` of every target."""
-    (x_train, y_train), (x_val, y_val) = train, val
-    weights = class_weights(y_train) if recipe["class_weighting"] else np.ones(len(LABELS))
-    onehot = np.eye(len(LABELS), dtype=np.float32)
-    targets = onehot[y_train]
+def make_datasets(x_train: np.ndarray, targets: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, recipe: dict,
+                  teacher: np.ndarray | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Batched training (faces, targets, sample weights) and validation (faces, one-hot) data. `x_train` are uint8
+    faces in their own pixels (N, 48, 48), made model inputs batch by batch (`model_inputs`, with the capture
+    augmentation if the recipe has it); `x_val` are model inputs already. `teacher`, the teacher's probabilities for
+    each training face, takes `distill_weight` of every target."""
+    weights = class_weights(targets) if recipe["class_weighting"] else np.ones(len(LABELS))
     if teacher is not None:
         targets = (1 - recipe["distill_weight"]) * targets + recipe["distill_weight"] * teacher.astype(np.float32)
     train_ds = tf.data.Dataset.from_tensor_slices(
-        (x_train, targets, weights[y_train].astype(np.float32))
+        (x_train[..., None], targets.astype(np.float32), (targets @ weights).astype(np.float32))
     ).shuffle(len(x_train), seed=recipe["seed"], reshuffle_each_iteration=True)
     train_ds = train_ds.batch(recipe["batch_size"], drop_remainder=len(x_train) >= recipe["batch_size"])
+    normalization, capture = recipe["normalization"], recipe["capture"]
+
+    def inputs(x, y, w, seed):
+        faces = tf.numpy_function(lambda f, s: model_inputs(f, normalization, s if capture else None),
+                                  [x, seed], tf.float32, stateful=False)
+        return tf.ensure_shape(faces, [None, INPUT_SIZE, INPUT_SIZE, 1]), y, w
+
+    train_ds = map_with_seeds(train_ds, recipe["seed"] + 2, inputs)
     augment = augmentation(recipe["augment"])
     if augment is not None:
         train_ds = train_ds.map(lambda x, y, w: (augment(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     elif recipe["augment"] == "affine":
         train_ds = map_with_seeds(train_ds, recipe["seed"] + 1, lambda x, y, w, seed: (affine_augment(x, seed), y, w))
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, onehot[y_val])).batch(256)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, np.eye(len(LABELS), dtype=np.float32)[y_val])).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -285,31 +423,66 @@ def make_optimizer(recipe: dict, steps_per_epoch: int) -> keras.optimizers.Optim
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """Each epoch: save last.keras + state.json (for --resume) and best.keras when validation accuracy improves."""
+    """Each epoch: save last.keras + state.json (for --resume) and best.keras when the selection score improves: the
+    validation accuracy, or with `photos` (a `PhotoSet`) the mean of it and the photos' balanced accuracy."""
 
-    def __init__(self, folder: Path, state: dict):
+    def __init__(self, folder: Path, state: dict, photos: "PhotoSet | None" = None):
         super().__init__()
-        self.folder, self.state = folder, state
+        self.folder, self.state, self.photos = folder, state, photos
         self.started = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = dict(logs or {})
+        logs["selection_score"] = logs.get("val_accuracy", -1)
+        if self.photos is not None:
+            logs["photos_balanced_accuracy"] = self.photos.balanced_accuracy(self.model)
+            logs["selection_score"] = (logs["val_accuracy"] + logs["photos_balanced_accuracy"]) / 2
         for key, value in logs.items():
             self.state["history"].setdefault(key, []).append(float(value))
         self.state["epoch"] = epoch + 1
         self.state["seconds"] += time.time() - self.started
         self.started = time.time()
-        if logs.get("val_accuracy", -1) > self.state["best_val_accuracy"]:
+        if logs["selection_score"] > self.state.get("best_score", self.state["best_val_accuracy"]):
+            self.state["best_score"] = float(logs["selection_score"])
             self.state["best_val_accuracy"] = float(logs["val_accuracy"])
             self.state["best_epoch"] = epoch + 1
             self.model.save(self.folder / "best.keras")
         self.model.save(self.folder / "last.keras")
         (self.folder / "state.json").write_text(json.dumps(self.state, indent=1))
         log.info(
-            "epoch %d: val_accuracy %.4f (best %.4f at epoch %d), %.0f s so far",
-            epoch + 1, logs.get("val_accuracy", float("nan")), self.state["best_val_accuracy"],
-            self.state["best_epoch"], self.state["seconds"],
+            "epoch %d: val_accuracy %.4f, photos balanced accuracy %.4f, score %.4f (best %.4f at epoch %d), %.0f s so far",
+            epoch + 1, logs.get("val_accuracy", float("nan")), logs.get("photos_balanced_accuracy", float("nan")),
+            logs["selection_score"], self.state.get("best_score", -1), self.state["best_epoch"], self.state["seconds"],
         )
+
+
+class PhotoSet:
+    """Folder-per-label photos scored end to end for checkpoint selection: faces found once as the app finds them
+    (`EmotionRecognizer.find_faces`: the largest face, or the whole photo when it is itself a face crop; a photo with
+    neither counts as wrong), framed and normalised as the app does, classified each epoch without test-time
+    augmentation."""
+
+    def __init__(self, folder: str, face_input: FaceInput):
+        _, self.y, paths = load_faces(folder)
+        finder = EmotionRecognizer(classifier=None, face_input=face_input)  # finding faces needs no classifier
+        inputs, self.found = [], []
+        for path in paths:
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            boxes, whole_image = finder.find_faces(rgb)
+            self.found.append(bool(boxes))
+            if boxes:
+                inputs.append(finder.preprocess_boxes(rgb, boxes[:1], whole_image)[0])
+        self.inputs, self.found = np.stack(inputs), np.asarray(self.found)
+        log.info("selection photos %s: a face found in %d of %d", folder, self.found.sum(), len(self.found))
+
+    def probabilities(self, predict) -> np.ndarray:
+        probs = np.zeros((len(self.y), len(LABELS)), np.float32)
+        probs[self.found] = predict(self.inputs)
+        return probs
+
+    def balanced_accuracy(self, model: keras.Model) -> float:
+        probs = self.probabilities(lambda x: model.predict(x, batch_size=256, verbose=0))
+        return compute_metrics(self.y, probs)["balanced_accuracy"]
 
 
 class WeightAverage(keras.callbacks.Callback):
@@ -356,13 +529,23 @@ def accuracy(y: np.ndarray, probs: np.ndarray) -> float:
     return float((probs.argmax(1) == y).mean())
 
 
-def choose_inference(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> tuple[str, float, np.ndarray, np.ndarray]:
-    """Pick the test-time flip and input blur (`Classifier`) that score best on validation; return them with that
-    setting's probabilities and the plain ones (no flip, no blur)."""
-    tried = {(tta, sigma): Classifier(model, tta=tta, blur_sigma=sigma).predict(x_val)
-             for tta in ("none", "flip") for sigma in BLUR_SIGMAS}
+def choose_inference(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray,
+                     photos: PhotoSet | None = None) -> tuple[str, float, np.ndarray, np.ndarray]:
+    """Pick the test-time flip and input blur (`Classifier`) that score best on validation (with `photos`, on the mean
+    of validation accuracy and the photos' balanced accuracy); return them with that setting's validation
+    probabilities and the plain ones (no flip, no blur)."""
+    tried, scores = {}, {}
+    for tta in ("none", "flip"):
+        for sigma in BLUR_SIGMAS:
+            classifier = Classifier(model, tta=tta, blur_sigma=sigma)
+            tried[(tta, sigma)] = classifier.predict(x_val)
+            scores[(tta, sigma)] = accuracy(y_val, tried[(tta, sigma)])
+            if photos is not None:
+                balanced = compute_metrics(photos.y, photos.probabilities(classifier.predict))["balanced_accuracy"]
+                scores[(tta, sigma)] = (scores[(tta, sigma)] + balanced) / 2
+            log.info("inference tta %s, blur %.2f: score %.4f", tta, sigma, scores[(tta, sigma)])
     # Ties go to the cheaper setting: no flip before flip, less blur before more (the order tried is built in).
-    tta, sigma = max(tried, key=lambda key: accuracy(y_val, tried[key]))
+    tta, sigma = max(tried, key=lambda key: scores[key])
     return tta, sigma, tried[(tta, sigma)], tried[("none", 0.0)]
 
 
@@ -383,11 +566,14 @@ def to_float32(model: keras.Model, recipe: dict) -> keras.Model:
     return clean
 
 
-def teacher_probabilities(folder: str, faces: np.ndarray) -> np.ndarray:
-    """A model folder's probabilities for `faces`, read as the app reads faces (its flip and blur; no temperature)."""
+def teacher_probabilities(ref: str, faces: np.ndarray) -> np.ndarray:
+    """A model folder's probabilities for uint8 `faces` (N, 48, 48), read as the app reads faces (its preprocessing,
+    flip and blur; no temperature)."""
+    folder = model_folder(ref)
     teacher, config = load_model_dir(folder)
     started = time.time()
-    probs = Classifier.from_config(teacher, {**config, "temperature": 1.0}).predict(faces)
+    inputs = model_inputs(faces[..., None], FaceInput.from_config(config).normalization)
+    probs = Classifier.from_config(teacher, {**config, "temperature": 1.0}).predict(inputs)
     log.info("teacher %s: probabilities for %d training faces in %.0f s", folder, len(faces), time.time() - started)
     return probs
 
@@ -420,7 +606,7 @@ def widen_into(source: keras.Model, model: keras.Model) -> None:
 
 def init_model_path(init_from: str) -> Path:
     """The .keras file that --init-from names: the file itself, or a model folder's emotion_cnn.keras."""
-    path = Path(init_from)
+    path = model_folder(init_from)
     return path / MODEL_FILENAME if path.is_dir() else path
 
 
@@ -451,14 +637,21 @@ def main(argv: list[str] | None = None) -> int:
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     log.info("recipe %s; precision %s; %d GPU(s)", json.dumps(recipe), precision, len(gpus))
 
+    (out / "recipe.json").write_text(json.dumps(recipe, indent=2))  # the resolved settings, saved with the run
     started = time.time()
-    train, val = load_dataset(args.data, recipe["val_fraction"], recipe["seed"])
-    log.info("loaded %d training and %d validation images in %.1f s", len(train[0]), len(val[0]), time.time() - started)
+    (x_train, y_train, train_paths), (val_faces, y_val, _) = load_dataset(args.data, recipe["val_fraction"], recipe["seed"])
+    log.info("loaded %d training and %d validation images in %.1f s", len(x_train), len(val_faces), time.time() - started)
+    votes_path = Path(args.votes) if args.votes else ferplus.find_votes(args.data)
+    targets, keep = training_targets(y_train, train_paths, recipe, votes_path)
+    x_train, targets = x_train[keep], targets[keep]
+    x_val = model_inputs(val_faces[..., None], recipe["normalization"])
     teacher = None
     if recipe["distill_from"]:
-        teacher = np.mean([teacher_probabilities(folder, train[0]) for folder in recipe["distill_from"]], axis=0)
-    train_ds, val_ds = make_datasets(train, val, recipe, teacher)
+        teacher = np.mean([teacher_probabilities(ref, x_train) for ref in recipe["distill_from"]], axis=0)
+    train_ds, val_ds = make_datasets(x_train, targets, x_val, y_val, recipe, teacher)
     steps_per_epoch = int(train_ds.cardinality())
+    face_input = FaceInput(recipe["normalization"])
+    photos = PhotoSet(recipe["select_photos"], face_input) if recipe["select_photos"] else None
 
     resuming = args.resume and state_path.exists() and (ckpt / "last.keras").exists()
     with strategy.scope():
@@ -470,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
             # schedule is saved with the optimizer for its original length.
             free = {"epochs"} if recipe["schedule"] != "cosine" else set()
             changed = {k: (saved.get(k), v) for k, v in recipe.items() if saved.get(k, v) != v and k not in free}
-            assert not changed, f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}"
+            if changed:
+                raise SystemExit(f"--resume needs the interrupted run's recipe; these differ (was, now): {changed}")
             if recipe["epochs"] < state["epoch"]:
                 raise SystemExit(f"--epochs {recipe['epochs']} is below the {state['epoch']} epochs already run")
             model = keras.saving.load_model(ckpt / "last.keras", safe_mode=True)
@@ -487,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe["label_smoothing"]),
                 metrics=["accuracy"],
             )
-    callbacks = [Checkpoints(ckpt, state)]
+    callbacks = [Checkpoints(ckpt, state, photos)]
     if recipe["average_from"]:
         callbacks.insert(0, WeightAverage(recipe["average_from"], ckpt, state))
     if recipe["schedule"] == "plateau":
@@ -499,7 +693,6 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     best = to_float32(keras.saving.load_model(ckpt / "best.keras", safe_mode=True), recipe)
-    x_val, y_val = val
     averaging = None
     if state.get("averaged_epochs"):
         # Selection on validation only: the averaged weights replace the best checkpoint if they do better.
@@ -511,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("weight average of %d epochs: val accuracy %.4f (best checkpoint %.4f)", averaging["epochs"], *scores)
         if averaging["used"]:
             best = averaged
-    tta, blur_sigma, raw, plain = choose_inference(best, x_val, y_val)
+    tta, blur_sigma, raw, plain = choose_inference(best, x_val, y_val, photos)
     temperature = fit_temperature(y_val, raw)
     metrics = compute_metrics(y_val, apply_temperature(raw, temperature))
     metrics["ece_before_calibration"] = compute_metrics(y_val, raw)["ece"]
@@ -521,11 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_metrics(metrics))
 
     best.save(out / MODEL_FILENAME)
+    export_onnx(best, out, x_val[:256])  # what the app serves, checked against Keras
     config = {
         "labels": list(LABELS),
         "input_size": [INPUT_SIZE, INPUT_SIZE, 1],
-        "preprocessing": "grayscale, resized to 48x48 (INTER_AREA when shrinking), scaled to [0, 1]; "
-        "emotion.preprocess.preprocess_face",
+        "preprocessing": "square crop framing the face box (padded beyond the border), grayscale, resized to 48x48 "
+        "(INTER_AREA when shrinking), normalised per face, scaled to [0, 1]; emotion.preprocess.face_input",
+        **face_input.to_config(),
         "architecture": recipe["arch"],
         "parameters": int(best.count_params()),
         "tta": tta,
@@ -538,8 +733,8 @@ def main(argv: list[str] | None = None) -> int:
             "best_epoch": state["best_epoch"],
             "training_seconds": round(state["seconds"]),
             "hardware": f"{machine_info()['cpu_model'] or platform.machine()}, {os.cpu_count()} CPU cores, {len(gpus)} GPU(s)",
-            "train_images": int(len(train[0])),
-            "val_images": int(len(val[0])),
+            "train_images": int(len(x_train)),
+            "val_images": int(len(x_val)),
             "data": str(args.data),
             "init_training": init_training(recipe["init_from"]),
             "weight_averaging": averaging,

@@ -32,7 +32,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .detect import Box, FaceDetector, crop_face
+from .detect import Box, FaceDetector
+from .preprocess import FRAME_SCALE, crop_face
 from .images import load_image
 from .recognizer import EmotionRecognizer, face_from_probs
 
@@ -149,7 +150,8 @@ def make_frames(detector: FaceDetector) -> tuple[dict[str, tuple[np.ndarray, int
     images = [read_rgb(p) for p in photos]
     found = [detector.detect(image) for image in images]
     # Crops of portraits only: around a face in a group or a collage, the crop would show parts of its neighbours.
-    crops = [crop_face(image, boxes[0], CROP_MARGIN) for image, boxes in zip(images, found) if len(boxes) == 1]
+    crops = [crop_face(image, boxes[0], FRAME_SCALE * (1 + 2 * CROP_MARGIN))
+             for image, boxes in zip(images, found) if len(boxes) == 1]
     if not crops:
         raise RuntimeError(f"the detector finds no face in {[str(p) for p in photos]}")
     portraits = [image for image, boxes in zip(images, found) if len(boxes) == 1]

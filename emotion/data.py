@@ -12,8 +12,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VAL_SPLIT_NAMES = ("val", "validation", "test")
 
 
-def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Load `root/<label>/*.jpg` into (N, 48, 48, 1) float32 images and (N,) int label indices.
+def load_faces(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Load `root/<label>/*` as (N, 48, 48) uint8 grayscale faces in their own pixels (resized to 48 px if needed, not
+    normalised), (N,) int label indices and the files' paths.
 
     Folders must be named after labels in `LABELS`; a missing label folder is allowed, an unknown one is an error.
     """
@@ -23,7 +24,7 @@ def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
     unknown = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in LABELS)
     if unknown:
         raise ValueError(f"{root}: folders {unknown} are not emotion labels {list(LABELS)}")
-    images, targets = [], []
+    images, targets, paths = [], [], []
     for index, label in enumerate(LABELS):
         folder = root / label
         if not folder.is_dir():
@@ -34,11 +35,19 @@ def load_folder(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
             gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if gray is None:
                 raise ValueError(f"cannot decode image {path}")
-            images.append(preprocess_face(gray))
+            images.append(preprocess_face(gray, "none")[:, :, 0])
             targets.append(index)
+            paths.append(path)
     if not images:
         raise ValueError(f"no images found under {root}")
-    return np.stack(images), np.asarray(targets, dtype=np.int64)
+    faces = np.round(np.stack(images) * 255).astype(np.uint8)
+    return faces, np.asarray(targets, dtype=np.int64), paths
+
+
+def load_folder(root: str | Path, normalization: str = "equalize") -> tuple[np.ndarray, np.ndarray]:
+    """Load `root/<label>/*` as model inputs (N, 48, 48, 1) float32 (`preprocess_face`) and (N,) int labels."""
+    faces, targets, _ = load_faces(root)
+    return np.stack([preprocess_face(face, normalization) for face in faces]), targets
 
 
 def stratified_split(
@@ -55,14 +64,16 @@ def stratified_split(
     return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(val_idx))
 
 
-def load_dataset(
-    root: str | Path, val_fraction: float = 0.2, seed: int = 42
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """Load ((x_train, y_train), (x_val, y_val)) from `root/train` + `root/{val,validation,test}`, or split one folder."""
+Split = tuple[np.ndarray, np.ndarray, list[Path]]  # uint8 faces, labels, paths (see load_faces)
+
+
+def load_dataset(root: str | Path, val_fraction: float = 0.2, seed: int = 42) -> tuple[Split, Split]:
+    """Load (train, val) splits (`load_faces`) from `root/train` + `root/{val,validation,test}`, or split one folder."""
     root = Path(root)
     val_dir = next((root / name for name in VAL_SPLIT_NAMES if (root / name).is_dir()), None)
     if (root / "train").is_dir() and val_dir is not None:
-        return load_folder(root / "train"), load_folder(val_dir)
-    x, y = load_folder(root)
+        return load_faces(root / "train"), load_faces(val_dir)
+    x, y, paths = load_faces(root)
     train_idx, val_idx = stratified_split(y, val_fraction, seed)
-    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+    pick = lambda idx: (x[idx], y[idx], [paths[i] for i in idx])  # noqa: E731
+    return pick(train_idx), pick(val_idx)

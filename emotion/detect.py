@@ -12,9 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .preprocess import to_rgb
+from .preprocess import Box, crop_face, face_square, to_rgb
 
-Box = tuple[int, int, int, int]  # x, y, w, h in image pixels
 
 MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "face_detection_short_range.tflite"
 NATIVE_SIDE = 128  # the model's training input size; every pass is this size times a power of two
@@ -30,17 +29,13 @@ SURE_SCORE = 0.7  # a face scoring less than this is looked at again on its own 
 CONFIRM_SCORE = 0.7  # ... and kept if found again with at least this score
 CONFIRM_CROP = 2.0  # ... in a crop this many times its size
 MAX_NETS = 6
-# BlazeFace's box spans brows to chin; the classifier was trained on FER2013 crops, which reach higher and wider.
-# Measured on 458 val/ faces pasted into 640x480 frames: the crop's centre is 0.09 box heights above the box centre
-# (median; IQR 0.04-0.14) and its side is 1.24x the box (IQR 1.14-1.41). Boxes are reported in that FER framing.
-FER_SHIFT_UP = 0.09
-FER_SCALE = 1.24
 
 
 class FaceDetector:
     """Finds faces whose box is at least `min_face_size` pixels wide, largest first.
 
-    Boxes are in FER2013 framing (square, 1.24x BlazeFace's own box, see FER_SCALE), clipped to the image.
+    Boxes are BlazeFace's own (brows to chin), in image pixels; a face cut by the border gets a box that reaches past
+    it. `emotion.preprocess.crop_face` frames a box as the classifier's input; `clip_box` fits it to the image.
     """
 
     def __init__(self, min_face_size: int = DEFAULT_MIN_FACE, score_threshold: float = 0.5):
@@ -60,7 +55,7 @@ class FaceDetector:
         self._nets_lock = threading.Lock()
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Box]:
-        """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first, clipped to the image."""
+        """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first (not clipped to the image)."""
         rgb = to_rgb(image)
         height, width = rgb.shape[:2]
         long_side = max(height, width)
@@ -75,7 +70,7 @@ class FaceDetector:
         keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_IOU)).reshape(-1)
         keep = drop_nested(boxes, keep)
         keep = [i for i in keep if scores[i] >= SURE_SCORE or self._confirm(rgb, boxes[i])]
-        result = [fer_framing(boxes[i], width, height) for i in keep]
+        result = [tuple(int(round(v)) for v in boxes[i]) for i in keep]
         result = [box for box in result if min(box[2], box[3]) > 0 and max(box[2], box[3]) >= min_face]
         return sorted(result, key=lambda b: b[2] * b[3], reverse=True)
 
@@ -108,11 +103,10 @@ class FaceDetector:
         found at 200 px instead of 91 %; and a 48 px face in a photo is found 2 times in 3.
         """
         x, y, w, h = box
-        side = round(CONFIRM_CROP * max(w, h))
+        *corner, side = face_square(box, CONFIRM_CROP, shift_up=0.0)
         if side < 2:
             return False
-        corner = (round(x + w / 2 - side / 2), round(y + h / 2 - side / 2))
-        crop = crop_face(rgb, (*corner, side, side), 0.0)
+        crop = crop_face(rgb, box, CONFIRM_CROP, shift_up=0.0)
         scale = NATIVE_SIDE / side
         found, scores = self._run(rescale(crop, scale, side, side), scale)
         checked = np.array([x - corner[0], y - corner[1], w, h])
@@ -203,49 +197,9 @@ def drop_nested(boxes: np.ndarray, order: np.ndarray) -> list[int]:
     return kept
 
 
-def fer_framing(box: np.ndarray, width: int, height: int) -> Box:
-    """A detector box moved and grown into FER2013's framing (square), then clipped to the image."""
-    x, y, w, h = (float(v) for v in box)
-    side = max(w, h) * FER_SCALE
-    cx, cy = x + w / 2, y + h / 2 - FER_SHIFT_UP * h
-    x0, y0 = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
-    x1, y1 = min(width, round(cx + side / 2)), min(height, round(cy + side / 2))
-    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-
-
-def crop_face(image: np.ndarray, box: Box, margin: float) -> np.ndarray:
-    """The square crop around `box`, grown by `margin` of its size on every side; edges beyond the image replicate.
-
-    A box clipped by the image border (narrower than tall, touching a side) is first squared again on that side, so
-    that a face cut by the border is cropped around its own centre.
-    """
-    ih, iw = image.shape[:2]
-    x, y, w, h = unclip(box, iw, ih)
-    side = max(w, h) * (1 + 2 * margin)
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
-    # Clamp to at least one pixel of overlap: copyMakeBorder needs a non-empty source.
-    sx0, sy0 = min(max(0, x0), iw - 1), min(max(0, y0), ih - 1)
-    sx1, sy1 = max(min(iw, x1), sx0 + 1), max(min(ih, y1), sy0 + 1)
-    crop = image[sy0:sy1, sx0:sx1]
-    pads = (sy0 - y0, y1 - sy1, sx0 - x0, x1 - sx1)
-    if any(pads):
-        crop = cv2.copyMakeBorder(crop, *(max(0, p) for p in pads), cv2.BORDER_REPLICATE)
-    return crop
-
-
-def unclip(box: Box, width: int, height: int) -> Box:
-    """A square box that one image border made narrower (or shorter), grown back out on the side it touches."""
+def clip_box(box: Box, width: int, height: int) -> Box:
+    """The part of `box` inside a `width` x `height` image (at least one pixel wide and tall)."""
     x, y, w, h = box
-    if w < h:  # cut by the left or the right border
-        if x <= 0 and x + w < width:
-            x, w = x + w - h, h
-        elif x > 0 and x + w >= width:
-            w = h
-    elif h < w:  # cut by the top or the bottom border
-        if y <= 0 and y + h < height:
-            y, h = y + h - w, w
-        elif y > 0 and y + h >= height:
-            h = w
-    return (x, y, w, h)
+    x0, y0 = min(max(0, x), width - 1), min(max(0, y), height - 1)
+    x1, y1 = max(min(width, x + w), x0 + 1), max(min(height, y + h), y0 + 1)
+    return (int(x0), int(y0), int(x1 - x0), int(y1 - y0))

@@ -6,9 +6,10 @@ from .labels import LABELS
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = len(LABELS)) -> np.ndarray:
-    """(num_classes, num_classes) counts; rows are true labels, columns predictions."""
+    """(num_classes, num_classes) counts; rows are true labels, columns predictions (-1, no prediction, is left out)."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
+    made = y_pred >= 0
+    np.add.at(matrix, (y_true[made], y_pred[made]), 1)
     return matrix
 
 
@@ -26,11 +27,17 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
-    """All metrics for integer labels `y_true` (N,) and predicted probabilities `probs` (N, 7)."""
+    """All metrics for integer labels `y_true` (N,) and predicted probabilities `probs` (N, 7).
+
+    A row of zeros is no prediction (an end-to-end run that found no face): it counts as wrong everywhere.
+    Balanced accuracy is the mean recall over the classes present.
+    """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
-    assert probs.shape == (len(y_true), len(LABELS)), probs.shape
-    y_pred = probs.argmax(axis=1)
+    if probs.shape != (len(y_true), len(LABELS)):
+        raise ValueError(f"expected probabilities of shape {(len(y_true), len(LABELS))}, got {probs.shape}")
+    made = probs.sum(axis=1) > 0
+    y_pred = np.where(made, probs.argmax(axis=1), -1)
     matrix = confusion_matrix(y_true, y_pred)
     support = matrix.sum(axis=1)
     predicted = matrix.sum(axis=0)
@@ -45,13 +52,15 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "samples": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
         "loss": float(loss),
+        "balanced_accuracy": float(recall[present].mean()),
+        "no_prediction": int((~made).sum()),
         "macro_precision": float(precision[present].mean()),
         "macro_recall": float(recall[present].mean()),
         "macro_f1": float(f1[present].mean()),
         "weighted_precision": float((precision * weights).sum()),
         "weighted_recall": float((recall * weights).sum()),
         "weighted_f1": float((f1 * weights).sum()),
-        "ece": expected_calibration_error(y_true, probs),
+        "ece": expected_calibration_error(y_true[made], probs[made]),
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -78,7 +87,10 @@ def format_metrics(metrics: dict) -> str:
             f"{metrics[avg + '_f1']:>7.3f} {metrics['samples']:>8d}"
         )
     lines.append(
-        f"accuracy {metrics['accuracy']:.4f}   cross-entropy loss {metrics['loss']:.4f}   "
-        f"ECE {metrics['ece']:.4f}   ({metrics['samples']} images)"
+        f"accuracy {metrics['accuracy']:.4f}   balanced accuracy {metrics['balanced_accuracy']:.4f}   "
+        f"macro F1 {metrics['macro_f1']:.4f}   cross-entropy loss {metrics['loss']:.4f}   ECE {metrics['ece']:.4f}   "
+        f"({metrics['samples']} images)"
     )
+    if metrics.get("no_prediction"):
+        lines.append(f"no face found in {metrics['no_prediction']} images (counted as wrong)")
     return "\n".join(lines)

@@ -8,14 +8,12 @@ import numpy as np
 from . import model_store
 from .annotate import annotate
 from .classifier import Classifier
-from .detect import DEFAULT_MIN_FACE, Box, FaceDetector, crop_face
+from .detect import DEFAULT_MIN_FACE, Box, FaceDetector, clip_box
 from .labels import LABELS
-from .preprocess import INPUT_SIZE, preprocess_face
+from .preprocess import INPUT_SIZE, FaceInput
 
 log = logging.getLogger(__name__)
 
-# The detector already reports boxes in FER2013's framing (emotion.detect.FER_SCALE), so crops use the box as it is.
-FACE_MARGIN = 0.0
 LEGIBLE_SIDE = 160  # annotate() enlarges smaller images so that their labels can be read
 
 
@@ -43,10 +41,12 @@ class Face:
 class EmotionRecognizer:
     """Detects faces, classifies each into the 7 FER2013 emotions in one batched call, and draws the result."""
 
-    def __init__(self, classifier: Classifier, detector: FaceDetector | None = None, source: str = "memory"):
+    def __init__(self, classifier: Classifier, detector: FaceDetector | None = None, source: str = "memory",
+                 face_input: FaceInput | None = None):
         self.classifier = classifier
         self.detector = detector or FaceDetector()
         self.source = source
+        self.face_input = face_input or FaceInput()
 
     @classmethod
     def load(
@@ -54,8 +54,8 @@ class EmotionRecognizer:
     ) -> "EmotionRecognizer":
         """Load from the Hub at a pinned revision, falling back to the bundled `models/` copy (see `model_store.load`)."""
         loaded = model_store.load(repo_id, revision)
-        classifier = Classifier.from_config(loaded.model, loaded.config)
-        recognizer = cls(classifier, FaceDetector(min_face_size), loaded.source)
+        classifier = loaded.classifier()  # ONNX Runtime on the .onnx file: no TensorFlow in the app
+        recognizer = cls(classifier, FaceDetector(min_face_size), loaded.source, FaceInput.from_config(loaded.config))
         recognizer.classify_faces(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 1), np.float32))  # trace once, not on request 1
         return recognizer
 
@@ -63,18 +63,19 @@ class EmotionRecognizer:
         """(N, 7) probabilities for preprocessed faces (N, 48, 48, 1)."""
         return self.classifier.predict(faces)
 
-    def preprocess_boxes(self, rgb: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """The model input (N, 48, 48, 1) for the faces at `boxes`."""
-        if not boxes:
-            return np.zeros((0, INPUT_SIZE, INPUT_SIZE, 1), np.float32)
-        return np.stack([preprocess_face(crop_face(rgb, box, FACE_MARGIN)) for box in boxes])
+    def preprocess_boxes(self, rgb: np.ndarray, boxes: list[Box], whole_image: bool = False) -> np.ndarray:
+        """The model input (N, 48, 48, 1) for the faces at detector `boxes` (framed and normalised as the model was
+        trained: `emotion.preprocess`); with `whole_image`, the image is the one face crop, already framed."""
+        return self.face_input.whole(rgb) if whole_image else self.face_input(rgb, boxes)
 
     def classify_boxes(self, rgb: np.ndarray, boxes: list[Box], whole_image: bool = False) -> list[Face]:
-        """Classify the faces at `boxes` of an RGB image in one batched model call."""
+        """Classify the faces at detector `boxes` of an RGB image in one batched model call; each `Face.box` is its box
+        clipped to the image."""
         if not boxes:
             return []
-        probs = self.classify_faces(self.preprocess_boxes(rgb, boxes))
-        return [face_from_probs(box, p, whole_image) for box, p in zip(boxes, probs)]
+        probs = self.classify_faces(self.preprocess_boxes(rgb, boxes, whole_image))
+        height, width = rgb.shape[:2]
+        return [face_from_probs(clip_box(box, width, height), p, whole_image) for box, p in zip(boxes, probs)]
 
     def find_faces(
         self, rgb: np.ndarray, min_face_size: int | None = None, crop_fallback: bool = True
