@@ -92,9 +92,12 @@ def _decode(image: Image.Image) -> np.ndarray:
     _check_size(image.size)
     orientation = _orientation(image)
     image.load()  # surfaces truncation and corruption here, as an exception
-    image = _to_8bit_mode(image)
-    if max(image.size) > MAX_SIDE:
-        image = image.resize(_fit(image.size, MAX_SIDE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if image.mode.startswith("I") or image.mode == "F":
+        # 16-bit, 32-bit and float pictures: shrink in their own mode first, then map to 8 bit. At full size the
+        # mapping's float copies cost ~1 GB for an 8000x8000 float TIFF that compresses to a few hundred KB.
+        image = _high_bit_to_8bit(image)
+    else:
+        image = _shrink(_to_8bit_mode(image))
     # Rotate after shrinking (ImageOps.exif_transpose would rotate the full-size image first).
     if orientation in _UPRIGHT:
         image = image.transpose(_UPRIGHT[orientation])
@@ -136,21 +139,37 @@ def _orientation(image: Image.Image) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _shrink(image: Image.Image) -> Image.Image:
+    """`image` with its longest side at most MAX_SIDE (high-quality resampling)."""
+    if max(image.size) <= MAX_SIDE:
+        return image
+    # Pillow's fast integer pre-reduction (reducing_gap) has no 16-bit modes.
+    gap = None if image.mode.startswith("I;16") else 3.0
+    return image.resize(_fit(image.size, MAX_SIDE), Image.Resampling.LANCZOS, reducing_gap=gap)
+
+
+def _high_bit_to_8bit(image: Image.Image) -> Image.Image:
+    """An I;16*, I or F image shrunk (in its own mode) and rescaled to 8-bit L: the costly float maths is done
+    on at most MAX_SIDE x MAX_SIDE pixels. A float image's range is judged from its full-size maximum."""
+    peak = image.getextrema()[1] if image.mode == "F" else None  # computed in C, without a copy
+    small = _shrink(image)
+    return Image.fromarray(_to_uint8(np.asarray(small), sixteen_bit=image.mode != "F", peak=peak))
+
+
 def _to_8bit_mode(image: Image.Image) -> Image.Image:
-    """Convert to L, LA, RGB or RGBA; 16-bit and float modes are rescaled, not clipped."""
+    """Convert an 8-bit-per-channel image to L, LA, RGB or RGBA (16-bit and float: see _high_bit_to_8bit)."""
     if image.mode in ("L", "LA", "RGB", "RGBA"):
         return image
-    if image.mode.startswith("I") or image.mode == "F":
-        return Image.fromarray(_to_uint8(np.asarray(image), sixteen_bit=image.mode != "F"))
     has_alpha = "A" in image.getbands() or "transparency" in image.info
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def _to_uint8(array: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
+def _to_uint8(array: np.ndarray, sixteen_bit: bool = False, peak: float | None = None) -> np.ndarray:
     """Map an array of any real dtype to uint8.
 
     bool -> 0/255; uint16 (or `sixteen_bit`) -> 0..65535 scaled to 0..255; other integers are taken
-    as 8-bit values and clipped; floats are taken as 0..1 when their maximum is <= 1, else as 0..255.
+    as 8-bit values and clipped; floats are taken as 0..1 when their maximum (`peak` if it is given
+    and finite, e.g. the maximum before shrinking) is <= 1, else as 0..255.
     """
     if array.dtype == np.uint8:
         return array
@@ -163,7 +182,9 @@ def _to_uint8(array: np.ndarray, sixteen_bit: bool = False) -> np.ndarray:
         return np.clip(array, 0, 255).astype(np.uint8)
     if array.dtype.kind == "f":
         values = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
-        if values.size and values.max() <= 1.0:
+        if peak is None or not math.isfinite(peak):
+            peak = values.max() if values.size else 0.0
+        if peak <= 1.0:
             values = values * 255.0
         return np.clip(np.rint(values), 0, 255).astype(np.uint8)
     raise ImageError(BAD_SHAPE)

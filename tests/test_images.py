@@ -1,5 +1,8 @@
 import io
+import json
 import struct
+import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -32,16 +35,16 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def flat_png(width: int, height: int) -> bytes:
-    """A valid 1-bit black PNG of any size, built row by row so huge ones stay cheap to make."""
+def flat_png(width: int, height: int, bit_depth: int = 1) -> bytes:
+    """A valid black grayscale PNG (1 or 16 bits a pixel) of any size, built row by row so huge ones stay cheap."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    row = b"\x00" + bytes((width + 7) // 8)
+    row = b"\x00" + bytes((width * bit_depth + 7) // 8)
     compressor = zlib.compressobj(9)
     idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
@@ -144,6 +147,69 @@ def test_12000_by_12000_image_is_refused_quickly(tmp_path):
 def test_just_over_the_pixel_limit_is_refused():
     with pytest.raises(ImageError, match=TOO_LARGE):
         load_image(flat_png(8001, 8000))
+
+
+# Peak memory of one load_image() in a fresh process: VmHWM (reset through /proc/self/clear_refs) over the RSS
+# before it. Pillow allocates pixels with malloc, which tracemalloc does not see.
+PEAK_SCRIPT = """
+import json, pathlib, sys, time
+from emotion.images import load_image
+def status(name):
+    line = next(l for l in pathlib.Path("/proc/self/status").read_text().splitlines() if l.startswith(name + ":"))
+    return int(line.split()[1]) / 1024
+load_image(sys.argv[2])  # warm up every library on a small image of the same format
+before = status("VmRSS")
+pathlib.Path("/proc/self/clear_refs").write_text("5")
+started = time.perf_counter()
+image = load_image(sys.argv[1])
+print(json.dumps({"peak_mb": status("VmHWM") - before, "seconds": time.perf_counter() - started,
+                  "shape": image.shape}))
+"""
+
+
+def decode_peak(path: Path, small: Path) -> dict:
+    """load_image(path)'s peak memory (MB over the RSS before), time and output shape, in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, str(path), str(small)], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def float_tiff(path: Path, side: int) -> None:
+    Image.new("F", (side, side), 0.5).save(path, compression="tiff_adobe_deflate")
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "decoded_mb"),
+    [
+        ("float.tif", float_tiff, 8000 * 8000 * 4 / 2**20),  # Pillow decodes mode F at 4 bytes a pixel
+        ("gray16.png", lambda path, side: path.write_bytes(flat_png(side, side, 16)), 8000 * 8000 * 2 / 2**20),
+    ],
+)
+def test_small_files_that_decode_to_huge_pictures_cost_bounded_memory(tmp_path, name, write, decoded_mb):
+    # An 8000x8000 float TIFF or 16-bit PNG is a few hundred KB on disk. Pillow must decode it whole, but the
+    # conversion to 8 bit once ran at full size too (float copies: about 1 GB and 5 s); now it runs after
+    # shrinking, so the peak is the decoded picture plus a little.
+    big, small = tmp_path / name, tmp_path / f"small-{name}"
+    write(big, 8000)
+    write(small, 64)
+    assert big.stat().st_size < 1_000_000
+    measured = decode_peak(big, small)
+    print(name, measured)
+    assert measured["shape"] == [MAX_SIDE, MAX_SIDE, 3]
+    assert measured["peak_mb"] < 1.25 * decoded_mb + 64, measured
+    assert measured["seconds"] < 10, measured
+
+
+def test_float_pictures_keep_their_range_when_shrunk():
+    # 0..1 floats whose shrinking rings a little past 1 are still read as 0..1 (judged before shrinking).
+    values = np.zeros((3000, 3000), np.float32)
+    values[:, 1500:] = 1.0
+    image = load_image(encode(Image.fromarray(values, "F"), "TIFF"))
+    assert image.shape == (MAX_SIDE, MAX_SIDE, 3)
+    assert image[10, 10, 0] == 0 and image[10, -10, 0] == 255
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
