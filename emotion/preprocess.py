@@ -56,15 +56,11 @@ def crop_face(image: np.ndarray, box: Box, scale: float = FRAME_SCALE, shift_up:
     """The square crop that frames `box` (see `face_square`); the part beyond the image border repeats its edge."""
     ih, iw = image.shape[:2]
     x0, y0, side = face_square(box, scale, shift_up)
-    x1, y1 = x0 + side, y0 + side
-    # At least one pixel of the image is kept: copyMakeBorder needs a non-empty source.
-    sx0, sy0 = min(max(0, x0), iw - 1), min(max(0, y0), ih - 1)
-    sx1, sy1 = max(min(iw, x1), sx0 + 1), max(min(ih, y1), sy0 + 1)
-    crop = image[sy0:sy1, sx0:sx1]
-    pads = (sy0 - y0, y1 - sy1, sx0 - x0, x1 - sx1)
-    if any(p > 0 for p in pads):
-        crop = cv2.copyMakeBorder(crop, *(max(0, p) for p in pads), cv2.BORDER_REPLICATE)
-    return crop
+    if x0 >= 0 and y0 >= 0 and x0 + side <= iw and y0 + side <= ih:
+        return image[y0 : y0 + side, x0 : x0 + side]
+    rows = np.clip(np.arange(y0, y0 + side), 0, ih - 1)  # beyond the border, the nearest edge pixel repeats
+    cols = np.clip(np.arange(x0, x0 + side), 0, iw - 1)
+    return image[rows[:, None], cols[None, :]]
 
 
 def normalize(gray: np.ndarray, method: str = "equalize") -> np.ndarray:

@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion.detect import FaceDetector, crop_face, fer_framing, pass_sides
+from emotion.detect import FaceDetector, clip_box, pass_sides
+from emotion.preprocess import FRAME_SCALE, crop_face, face_square
 from emotion.bench import EXAMPLES
 from photos import grace_hopper_rgb
 
@@ -76,23 +77,21 @@ def test_odd_images_give_no_face_and_no_error(detector):
         FaceDetector(score_threshold=1.0)
 
 
-def test_a_face_cut_by_the_border_is_cropped_around_its_own_centre(detector):
+def test_a_face_cut_by_the_border_gets_its_whole_box_and_a_padded_crop(detector):
     photo = grace_hopper_rgb()
     (x, y, w, h), = detector.detect(photo)
     cut = photo[y + h // 3 :]  # the top third of the face box is gone
     (bx, by, bw, bh), = detector.detect(cut)
-    assert by == 0 and bh < bw  # reported clipped to the image...
-    crop = crop_face(cut, (bx, by, bw, bh), margin=0.0)
-    assert crop.shape[0] == crop.shape[1] == bw  # ...but cropped square, grown back above the border
-    np.testing.assert_array_equal(crop[-1], cut[by + bh - 1, bx : bx + bw])  # the face's bottom row is the crop's
+    assert by < 0 and bw > 0.7 * w  # the box reaches past the border (BlazeFace guesses the cut part)
+    assert clip_box((bx, by, bw, bh), cut.shape[1], cut.shape[0]) == (bx, 0, bw, by + bh)
+    crop = crop_face(cut, (bx, by, bw, bh))
+    side = face_square((bx, by, bw, bh))[2]
+    assert crop.shape[:2] == (side, side) and side == round(max(bw, bh) * FRAME_SCALE)  # square, not reframed
 
 
-def test_boxes_are_put_in_fer_framing_and_clipped_to_the_image():
-    x, y, w, h = fer_framing(np.array([100.0, 100.0, 50.0, 50.0]), 640, 480)
-    assert w == h == 62 and abs(x + w / 2 - 125) <= 1 and y + h / 2 < 125  # 1.24x, moved up
-    assert fer_framing(np.array([-20.0, 450.0, 60.0, 60.0]), 640, 480)[0] == 0
-    x, y, w, h = fer_framing(np.array([600.0, 450.0, 60.0, 60.0]), 640, 480)
-    assert x + w == 640 and y + h == 480
+def test_clip_box_keeps_a_pixel_of_a_box_wholly_outside():
+    assert clip_box((-20, 450, 60, 60), 640, 480) == (0, 450, 40, 30)
+    assert clip_box((700, 500, 10, 10), 640, 480) == (639, 479, 1, 1)
 
 
 def test_no_face_in_a_plain_gradient(detector):
@@ -101,17 +100,8 @@ def test_no_face_in_a_plain_gradient(detector):
     assert not detector.looks_like_face_crop(np.dstack([gradient[:200, :200]] * 3))
 
 
-def test_a_tight_face_crop_is_recognised_as_such(detector):
+def test_a_framed_face_crop_is_recognised_as_such(detector):
     photo = grace_hopper_rgb()
-    (x, y, w, h), = detector.detect(photo)
-    crop = cv2.resize(photo[y : y + h, x : x + w], (48, 48), interpolation=cv2.INTER_AREA)
+    box, = detector.detect(photo)
+    crop = cv2.resize(crop_face(photo, box), (48, 48), interpolation=cv2.INTER_AREA)
     assert detector.looks_like_face_crop(crop)
-
-
-def test_crop_face_is_square_and_pads_beyond_the_border():
-    image = np.arange(100 * 100 * 3, dtype=np.uint8).reshape(100, 100, 3)
-    assert crop_face(image, (10, 20, 30, 30), margin=0.0).shape == (30, 30, 3)
-    assert crop_face(image, (10, 20, 30, 20), margin=0.0).shape == (30, 30, 3)
-    edge = crop_face(image, (-10, -10, 40, 40), margin=0.25)
-    assert edge.shape == (60, 60, 3)
-    np.testing.assert_array_equal(edge[0, 0], image[0, 0])  # replicated corner
