@@ -2,18 +2,21 @@
 
     python app.py    # http://127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT change where it listens
 
-Tabs: Image (upload or paste a photo), Webcam (live, in the browser) and IP camera (an MJPEG stream, a snapshot
-URL polled, or rtsp://). The API has one public endpoint, /predict: image in; annotated image, the probabilities
-of the most prominent face, and every face found out.
+Tabs: Image (upload or paste a photo), Video (a file: each face's emotions over time), Webcam (live, in the browser)
+and IP camera (an MJPEG stream, a snapshot URL polled, or rtsp://). The API has two public endpoints: /predict (image
+in; annotated image, the probabilities of the most prominent face, and every face found out) and /analyze_video
+(video in; annotated video, CSV, timeline plot and per-face summary out).
 """
 
 import logging
 import math
+import shutil
 import numbers
 import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,15 +24,22 @@ from typing import Any
 import gradio as gr
 import numpy as np
 from gradio import processing_utils
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from emotion import LABELS, EmotionRecognizer
 from emotion.camera import CameraError, iter_camera_frames, redact_url
 from emotion.data import IMAGE_SUFFIXES
 from emotion.detect import DEFAULT_MIN_FACE, SMALLEST_FACE
-from emotion.images import ImageError, load_image
+from emotion.analyze import analyze_image, in_source_pixels
+from emotion.images import ImageError
 from emotion.recognizer import Face
+from emotion.plots import plot_timeline
 from emotion.tracking import FaceTracker
+from emotion.video import (
+    DEFAULT_RATE, MAX_BYTES, MAX_DURATION_S, NO_FACES, VIDEO_SUFFIXES, Timeline, VideoError, analyze_video,
+    annotate_tracked,
+)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
@@ -100,7 +110,51 @@ WEBCAM_SIZE = {"width": {"ideal": 640}, "height": {"ideal": 480}}  # frame size 
 WEBCAM_TIME_LIMIT = 300  # seconds a webcam session may hold one of the worker slots before it must restart
 FPS_WINDOW = 1.0  # seconds over which the shown frame rate is measured
 MAX_MIN_FACE = 4096  # pixels: /predict callers may go past the slider's 400, but not absurdly (it is a face size)
-FAILED_SUMMARY = "**No result.** This image could not be analysed: see the error message."
+FAILED_SUMMARY = "**No result.** This image could not be analysed."
+TINY_SIDE = 48  # pixels: an image whose shorter side is under this has no face the model could read (48x48 input)
+TOO_SMALL = (
+    "This image is only {width}x{height} pixels: too small to find a face in. Please use a larger photo, where the "
+    f"face is at least {DEFAULT_MIN_FACE} pixels wide."
+)
+MAX_RATE = 30.0  # frames analysed per second, at most (a video's own rate caps it too)
+VIDEO_LIMITS = (
+    f"Videos up to {MAX_DURATION_S / 60:.0f} minutes and {MAX_BYTES // 1024**2} MB "
+    f"({', '.join(suffix[1:] for suffix in VIDEO_SUFFIXES)})."
+)
+SUMMARY_HEADERS = ["face_id", "frames", "first_s", "last_s", *LABELS]
+
+
+class ErrorNotes:
+    """The reason for each browser session's last failure, per tab, so that the page can keep it on screen.
+
+    A gr.Error reaches the page as a toast that fades, and a `.failure` handler is not told what went wrong: the
+    handler that fails records its message here, and the `.failure` handler of the same session shows it.
+    """
+
+    SIZE = 1024  # sessions remembered; API clients never collect their notes, so the oldest are forgotten
+
+    def __init__(self) -> None:
+        self._notes: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def error(self, request: gr.Request | None, tab: str, message: str) -> gr.Error:
+        """Record `message` for this session's `tab`; the gr.Error to raise."""
+        session = getattr(request, "session_hash", None)
+        if session:
+            with self._lock:
+                self._notes[session, tab] = message
+                self._notes.move_to_end((session, tab))
+                while len(self._notes) > self.SIZE:
+                    self._notes.popitem(last=False)
+        return gr.Error(message, print_exception=False)
+
+    def pop(self, request: gr.Request | None, tab: str) -> str:
+        """The message recorded for this session's `tab` (and forget it), or "" if none."""
+        with self._lock:
+            return self._notes.pop((getattr(request, "session_hash", None), tab), "")
+
+
+error_notes = ErrorNotes()
 
 
 def plural(count: int, noun: str) -> str:
@@ -143,7 +197,8 @@ def check_settings(min_face_size: Any, threshold: Any) -> tuple[int, float]:
 
 
 def predict(
-    image: dict[str, Any] | None, min_face_size: Any = DEFAULT_MIN_FACE, threshold: Any = 0.0
+    image: dict[str, Any] | None, min_face_size: Any = DEFAULT_MIN_FACE, threshold: Any = 0.0,
+    request: gr.Request = None,
 ) -> tuple[np.ndarray, dict[str, float] | None, list[dict[str, Any]]]:
     """Detect and classify every face in one image (the /predict endpoint; `image` is Gradio's FileData dict).
 
@@ -151,22 +206,31 @@ def predict(
     and the list of faces, largest first, each with its box (x, y, w, h), label, confidence and probabilities.
     """
     if not image:
-        raise gr.Error("Upload or paste an image first.", print_exception=False)
-    min_face, limit = check_settings(min_face_size, threshold)
+        raise error_notes.error(request, "image", "Upload or paste an image first.")
+    try:
+        min_face, limit = check_settings(min_face_size, threshold)
+    except gr.Error as error:
+        raise error_notes.error(request, "image", error.message) from None
     try:
         # The event skips Gradio's own decoding (preprocess=False), so that a bad file gets our message, not "Error".
-        rgb = load_image(image.get("path"))
-        faces = confident(recognizer.detect(rgb, min_face), limit)
+        # A large photo is analysed shrunk (emotion.images.MAX_SIDE); the boxes returned are in its own pixels.
+        result = analyze_image(recognizer, image.get("path"), min_face, limit)
     except (ImageError, ValueError) as error:  # a message for the user, not a traceback in the log
-        raise gr.Error(str(error), print_exception=False) from None
-    annotated = recognizer.annotate(rgb, faces, min_side=ANNOTATE_MIN_SIDE)
+        raise error_notes.error(request, "image", str(error)) from None
+    height, width = result.rgb.shape[:2]
+    if not result.faces and min(height, width) < TINY_SIDE:
+        raise error_notes.error(request, "image", TOO_SMALL.format(width=width, height=height))
+    annotated = recognizer.annotate(result.rgb, result.faces, min_side=ANNOTATE_MIN_SIDE)
+    faces = [in_source_pixels(face, result.scale) for face in result.faces]
     probabilities = faces[0].probabilities if faces else None
     return annotated, probabilities, [face.to_dict() for face in faces]
 
 
-def clear_image_result() -> tuple[None, None, None, None, str]:
-    """After a failed prediction: clear the previous image's result, so that it is not taken for this one's."""
-    return None, None, None, None, FAILED_SUMMARY
+def clear_image_result(request: gr.Request) -> tuple[None, None, None, None, str]:
+    """After a failed prediction: clear the previous image's result, so that it is not taken for this one's, and
+    say why it failed."""
+    reason = error_notes.pop(request, "image")
+    return None, None, None, None, f"{FAILED_SUMMARY} {reason}".strip()
 
 
 def describe_faces(faces: list[dict[str, Any]] | None, threshold: float) -> tuple[Any, Any]:
@@ -191,11 +255,14 @@ def describe_faces(faces: list[dict[str, Any]] | None, threshold: float) -> tupl
 
 
 class WebcamSession:
-    """One browser session's webcam state: its face tracker (smoothing across frames) and a frame-rate meter."""
+    """One browser session's webcam state: its face tracker (smoothing across frames), the faces' timeline and a
+    frame-rate meter."""
 
     def __init__(self) -> None:
-        """A fresh tracker and frame-rate window (one per webcam session)."""
+        """A fresh tracker, timeline and frame-rate window (one per webcam session)."""
         self.tracker = FaceTracker(recognizer, smoothing=0.6)
+        self.timeline = Timeline()
+        self.started = time.monotonic()
         self.window_start = time.perf_counter()
         self.window_frames = 0
         self.busy = 0.0  # seconds spent processing within the window
@@ -224,24 +291,27 @@ def annotate_webcam(
     started = time.perf_counter()
     session = session or WebcamSession()
     session.tracker.detect_every = max(1, int(detect_every))
-    faces = confident(session.tracker.update(frame, int(min_face_size)), float(threshold))
-    annotated = recognizer.annotate(frame, faces)
+    faces = [t for t in session.tracker.track(frame, int(min_face_size)) if t.face.confidence >= float(threshold)]
+    session.timeline.add(time.monotonic() - session.started, session.tracker.frames - 1, faces)
+    annotated = annotate_tracked(recognizer, frame, faces)
     fps = session.tick(time.perf_counter() - started)
     return annotated, gr.skip() if fps is None else fps, session
 
 
 def stream_camera(
     url: str, frame_skip: float, max_duration: float, min_face_size: float, threshold: float,
-    session: dict[str, threading.Event],
+    session: dict[str, Any], request: gr.Request = None,
 ) -> Iterator[tuple[Any, str]]:
     """Annotate frames from an IP camera until Stop, the maximum duration, or the end of the stream.
 
-    Yields (annotated frame, status text). One stream per browser session: a second Start stops the first.
+    Yields (annotated frame, status text). One stream per browser session: a second Start stops the first. The
+    faces' timeline is kept in `session["timeline"]` (see `timeline_csv`).
     """
     previous = session.get("stop")
     if previous is not None:
         previous.set()  # else the first stream could no longer be stopped and would hold a camera slot to its end
     stop = session["stop"] = threading.Event()
+    timeline = session["timeline"] = Timeline()
     tracker = FaceTracker(recognizer, smoothing=0.6)
     started = time.monotonic()
     frames = 0
@@ -250,13 +320,14 @@ def stream_camera(
         camera = iter_camera_frames(url, frame_skip=int(frame_skip), max_duration=float(max_duration), stop_event=stop)
         log.info("Camera stream from %s", redact_url(url))  # never the URL itself: it may hold a password
         for frame in camera:
-            faces = confident(tracker.update(frame, int(min_face_size)), float(threshold))
+            faces = [t for t in tracker.track(frame, int(min_face_size)) if t.face.confidence >= float(threshold)]
+            timeline.add(time.monotonic() - started, frames, faces)
             frames += 1
             rate = frames / (time.monotonic() - started)
-            yield recognizer.annotate(frame, faces), f"Streaming: {plural(frames, 'frame')}, {rate:.1f} frames/s"
+            yield annotate_tracked(recognizer, frame, faces), f"Streaming: {plural(frames, 'frame')}, {rate:.1f} frames/s"
     except (CameraError, ValueError) as error:
         if not frames:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise error_notes.error(request, "camera", str(error)) from None
         gr.Warning(str(error))
         yield gr.skip(), f"{error} {plural(frames, 'frame')} shown."
         return
@@ -269,10 +340,115 @@ def stream_camera(
     yield gr.skip(), f"{reason} {plural(frames, 'frame')} shown."
 
 
-def stop_camera(session: dict[str, threading.Event]) -> None:
+def stop_camera(session: dict[str, Any]) -> None:
     """Ask this session's camera stream to stop (it ends after the frame in progress)."""
     if "stop" in session:
         session["stop"].set()
+
+
+def camera_failed(request: gr.Request) -> str:
+    """The status line after a camera stream failed to start: the reason, kept on screen."""
+    return error_notes.pop(request, "camera") or "The camera stream could not be started."
+
+
+def new_output_folder() -> Path:
+    """A fresh folder in Gradio's cache for one request's files: served from there, deleted with the cache."""
+    cache = Path(get_upload_folder())
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="emotion-", dir=cache))
+
+
+def timeline_csv(timeline: Timeline | None, name: str) -> str | None:
+    """Write a live view's timeline to a CSV file (None, with a warning, while it is empty)."""
+    if timeline is None or not timeline.rows:
+        gr.Warning("No faces recorded yet: there is no timeline to download.")
+        return None
+    path = new_output_folder() / f"{name}_emotions.csv"
+    timeline.write_csv(path)
+    return str(path)
+
+
+def webcam_timeline(session: WebcamSession | None) -> str | None:
+    """The webcam session's timeline as a CSV file, for the download button."""
+    return timeline_csv(session.timeline if session else None, "webcam")
+
+
+def camera_timeline(session: dict[str, Any]) -> str | None:
+    """The last IP-camera stream's timeline as a CSV file, offered when the stream ends."""
+    timeline = session.get("timeline")
+    return timeline_csv(timeline, "camera") if timeline is not None and timeline.rows else None
+
+
+def check_rate(rate: Any) -> float:
+    """Frames analysed per second, checked; gr.Error with a message if out of range."""
+    value = _finite(rate)
+    if value is None or not 0 < value <= MAX_RATE:
+        raise gr.Error(f"The frames analysed per second must be a number above 0 and at most {MAX_RATE:.0f}, "
+                       f"not {rate!r:.40}.", print_exception=False)
+    return value
+
+
+def analyze_video_file(
+    video: str | None, rate: Any = DEFAULT_RATE, min_face_size: Any = DEFAULT_MIN_FACE, threshold: Any = 0.0,
+    request: gr.Request = None, progress: gr.Progress = gr.Progress(),
+) -> tuple[str, str, str, list[list[Any]]]:
+    """Track and classify every face of a video file (the /analyze_video endpoint).
+
+    Returns the annotated video (H.264 MP4), the CSV (one row per face per analysed frame), the timeline plot
+    (PNG) and the per-face summary (a table: face_id, frames, first_s, last_s and the share of frames in each of
+    the 7 emotions).
+    """
+    if not video:
+        raise error_notes.error(request, "video", "Upload a video first.")
+    try:
+        min_face, limit = check_settings(min_face_size, threshold)
+        per_second = check_rate(rate)
+    except gr.Error as error:
+        raise error_notes.error(request, "video", error.message) from None
+    folder = new_output_folder()
+    stem = Path(video).stem[:60] or "video"
+    every = 1
+
+    def report(done: int, total: int) -> None:
+        nonlocal every
+        every = max(1, total // 100) if total else 10  # about 100 updates, not one message per frame
+        if done % every == 0 or done == total:
+            progress((done, total or None), desc="Analysing frames", unit="frames")
+
+    progress(0, desc="Reading the video")
+    try:
+        result = analyze_video(
+            recognizer, video, folder / f"{stem}_annotated", rate=per_second, min_face_size=min_face, threshold=limit,
+            progress=report,
+        )
+        if not result.timeline.rows:
+            raise VideoError(NO_FACES.format(frames=result.analysed))
+    except VideoError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise error_notes.error(request, "video", str(error)) from None
+    progress(1.0, desc="Drawing the timeline")
+    csv_path = folder / f"{stem}_emotions.csv"
+    result.timeline.write_csv(csv_path)
+    plot_path = folder / f"{stem}_timeline.png"
+    plot_timeline({face: result.timeline.series(face) for face in result.timeline.face_ids()}, plot_path)
+    summary = [[row[key] for key in SUMMARY_HEADERS] for row in result.timeline.summary()]
+    log.info("Video: %d frames, %d analysed, %d faces", result.frames, result.analysed, len(summary))
+    if result.note:
+        gr.Warning(result.note)
+    return str(result.video_path), str(csv_path), str(plot_path), summary
+
+
+def video_failed(request: gr.Request) -> tuple[None, None, None, None, str]:
+    """After a failed analysis: clear the previous video's results and keep the reason on screen."""
+    reason = error_notes.pop(request, "video") or "The video could not be analysed."
+    return None, None, None, None, f"**No result.** {reason}"
+
+
+def video_done(summary: Any) -> str:
+    """The line under the Video tab's results: how many faces were followed."""
+    rows = getattr(summary, "values", None)
+    count = len(rows) if rows is not None else len(summary or [])
+    return f"**{plural(count, 'face')} followed.** Download the CSV for every analysed frame." if count else ""
 
 
 with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as demo:
@@ -320,6 +496,31 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
                     elem_id="image-examples",
                 )
 
+    with gr.Tab("Video"):
+        gr.Markdown(
+            f"Each face is followed through the video (face 1, face 2, ...) and its emotions are read over time. "
+            f"{VIDEO_LIMITS} You get an annotated copy (without sound), a CSV with one row per face per analysed "
+            "frame, a timeline plot and a summary per face."
+        )
+        with gr.Row():
+            with gr.Column():
+                video_in = gr.Video(label="Video", sources=["upload"], elem_id="video-input")
+                video_rate = gr.Slider(
+                    1, MAX_RATE, value=DEFAULT_RATE, step=1, label="Frames analysed per second",
+                    info="Every frame of a slower video. Faces are drawn on every frame of the copy.",
+                )
+                video_btn = gr.Button("Analyse video", variant="primary", elem_id="video-button")
+            with gr.Column():
+                video_out = gr.Video(label="Annotated video", interactive=False, elem_id="video-output")
+                video_status = gr.Markdown(elem_id="video-status")
+                video_csv = gr.File(label="CSV: one row per face per analysed frame", elem_id="video-csv")
+        video_plot = gr.Image(label="Timeline", type="filepath", interactive=False, elem_id="video-plot")
+        video_summary = gr.Dataframe(
+            headers=SUMMARY_HEADERS, label="Per face: frames analysed, first and last time seen (s), share of frames "
+            "in each emotion", interactive=False, elem_id="video-summary",
+        )
+        video_outputs = [video_out, video_csv, video_plot, video_summary]
+
     with gr.Tab("Webcam"):
         gr.Markdown("Click the camera, then **Record**. Annotated frames stream back while you record.")
         with gr.Row():
@@ -336,6 +537,9 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
             webcam_fps = gr.Textbox(
                 label="Processing speed", value="not started", interactive=False, elem_id="webcam-fps"
             )
+        with gr.Row():
+            webcam_csv_btn = gr.Button("Download the faces' timeline (CSV)", elem_id="webcam-csv-button")
+            webcam_csv = gr.File(label="Timeline: one row per face per frame", elem_id="webcam-csv")
         webcam_session = gr.State(None)
 
     with gr.Tab("IP camera"):
@@ -355,11 +559,12 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
             camera_stop = gr.Button("Stop", variant="stop")
         camera_out = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="camera-output")
         camera_status = gr.Textbox(label="Status", interactive=False, elem_id="camera-status")
+        camera_csv = gr.File(label="Timeline (CSV), offered when the stream ends", elem_id="camera-csv")
         camera_session = gr.State({})
 
-    # Events. Every one has a stable api_name; only /predict is on the API page. Streaming and UI-only events are
-    # private (hidden, not callable by clients), except the camera pair, which is undocumented (hidden but
-    # callable) so that scripts and tests can drive a camera session the way the page does.
+    # Events. Every one has a stable api_name; only /predict and /analyze_video are on the API page. Streaming and
+    # UI-only events are private (hidden, not callable by clients), except the camera pair, which is undocumented
+    # (hidden but callable) so that scripts and tests can drive a camera session the way the page does.
     predicted = gr.on(
         [predict_btn.click, input_img.upload], predict, inputs=[input_img, min_face_size, threshold],
         outputs=image_outputs, api_name="predict", preprocess=False,
@@ -377,18 +582,39 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
         outputs=[webcam_out, webcam_fps, webcam_session], api_name="webcam", api_visibility="private",
         stream_every=WEBCAM_EVERY, time_limit=WEBCAM_TIME_LIMIT, concurrency_limit=2, show_progress="hidden",
     )
-    camera_start.click(
+    camera_started = camera_start.click(
         stream_camera,
         inputs=[camera_url, camera_skip, camera_duration, min_face_size, threshold, camera_session],
         outputs=[camera_out, camera_status], api_name="camera", api_visibility="undocumented",
         concurrency_limit=2, show_progress="minimal",
     )
+    camera_started.failure(camera_failed, outputs=camera_status, api_name="camera_failed", api_visibility="private")
+    camera_started.then(
+        camera_timeline, inputs=camera_session, outputs=camera_csv, api_name="camera_timeline",
+        api_visibility="private",
+    )
+    webcam_csv_btn.click(
+        webcam_timeline, inputs=webcam_session, outputs=webcam_csv, api_name="webcam_timeline",
+        api_visibility="private",
+    )
+    video_analysed = video_btn.click(
+        analyze_video_file, inputs=[video_in, video_rate, min_face_size, threshold], outputs=video_outputs,
+        api_name="analyze_video", concurrency_limit=1, concurrency_id="video",
+    )
+    video_analysed.success(
+        video_done, inputs=video_summary, outputs=video_status, api_name="video_done", api_visibility="private",
+        queue=False,
+    )
+    video_analysed.failure(
+        video_failed, outputs=[*video_outputs, video_status], api_name="video_failed", api_visibility="private",
+        queue=False,
+    )
     camera_stop.click(
         stop_camera, inputs=camera_session, api_name="stop_camera", api_visibility="undocumented", queue=False
     )
 
-# Deliberate limits for 2 CPU cores. Photos, webcam sessions and camera streams each run at most 2 at a time, in
-# separate groups so that a long stream never blocks a photo; more at once would only slow every one of them down.
+# Deliberate limits for 2 CPU cores. Photos, webcam sessions and camera streams each run at most 2 at a time, and
+# videos 1 at a time, in separate groups so that a long stream never blocks a photo; more at once would only slow every one of them down.
 # A stream holds its slot while it runs, bounded by WEBCAM_TIME_LIMIT or the camera's maximum duration. At most 16
 # requests wait: beyond that a visitor is told at once that the queue is full, which beats unbounded latency.
 demo.queue(max_size=16, default_concurrency_limit=2)

@@ -244,8 +244,8 @@ def analyze_video(
     `rate` frames per second are analysed (every frame of a slower video); the faces found are drawn on every
     frame until the next analysed one. With `out_stem`, the annotated copy is written beside it (`.mp4`, or `.webm`)
     at the source's frame timing. `progress(done, total)` is called as frames are decoded (`total` may be 0 when
-    the file does not say). Raises VideoError, with a message for the user, for a file it cannot use or a video
-    with no face.
+    the file does not say). Raises VideoError, with a message for the user, for a file it cannot use (a video
+    without faces is not an error here: its timeline is empty; NO_FACES is the message for it).
     """
     if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
         raise ValueError(f"rate must be a positive number of frames per second, got {rate!r}")
@@ -279,7 +279,7 @@ def _analyze(recognizer, container, info, out_stem, rate, min_face_size, thresho
                 raise VideoError(TOO_LONG)
             rgb = _to_rgb(frame, scale)
             if time_s + tolerance >= due:
-                faces = [t for t in tracker.track(rgb, _scaled(min_face_size, scale)) if t.face.confidence >= threshold]
+                faces = [t for t in tracker.track(rgb, work_min_face(min_face_size, scale)) if t.face.confidence >= threshold]
                 timeline.add(time_s, frames, faces, scale)
                 analysed += 1
                 due = max(due + step, time_s + step - tolerance)
@@ -301,8 +301,6 @@ def _analyze(recognizer, container, info, out_stem, rate, min_face_size, thresho
             writer.close()
     if not frames:
         raise VideoError(NO_FRAMES)
-    if not timeline.rows:
-        raise VideoError(NO_FACES.format(frames=analysed))
     return VideoResult(timeline, info, frames, analysed, writer.path if writer else None, note)
 
 
@@ -325,8 +323,8 @@ def _to_rgb(frame: av.VideoFrame, scale: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _scaled(min_face_size: int | None, scale: float) -> int | None:
-    """The minimum face size in the shrunk frame's pixels (the user gives it in the video's own pixels)."""
+def work_min_face(min_face_size: int | None, scale: float) -> int | None:
+    """A minimum face size given in a file's own pixels, in the pixels of its copy shrunk by `scale`."""
     if min_face_size is None:
         return None
-    return max(SMALLEST_FACE, round(min_face_size * scale))
+    return max(SMALLEST_FACE, int(round(min_face_size * scale)))
