@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from . import ferplus, model_store
-from .classifier import Classifier
 from .data import load_faces
 from .metrics import compute_metrics, format_metrics
 from .preprocess import NORMALIZATIONS, FaceInput
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"Invalid preprocessing setting: {error}", file=sys.stderr)
         return 2
-    recognizer = EmotionRecognizer(Classifier.from_config(loaded.model, loaded.config), source=loaded.source,
+    recognizer = EmotionRecognizer(loaded.classifier(), source=loaded.source,
                                    face_input=settings)
 
     faces, targets, paths = load_faces(args.data)

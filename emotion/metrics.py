@@ -39,7 +39,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     made = probs.sum(axis=1) > 0
     y_pred = np.where(made, probs.argmax(axis=1), -1)
     matrix = confusion_matrix(y_true, y_pred)
-    support = matrix.sum(axis=1)
+    support = np.bincount(y_true, minlength=len(LABELS))  # misses (no prediction) included
     predicted = matrix.sum(axis=0)
     true_pos = np.diag(matrix)
     precision = np.divide(true_pos, predicted, out=np.zeros(len(LABELS)), where=predicted > 0)

@@ -45,3 +45,15 @@ def test_temperature_fit_recovers_overconfidence():
     after = compute_metrics(y, apply_temperature(overconfident, temperature))["ece"]
     assert after < before / 3
     np.testing.assert_allclose(apply_temperature(overconfident, temperature).sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_rows_without_a_prediction_count_as_wrong_and_keep_their_support():
+    y = np.array([3, 3, 5, 5])
+    probs = np.zeros((4, len(LABELS)))
+    probs[0, 3] = probs[2, 5] = 1.0  # faces 1 and 3 had no face found: rows of zeros
+    metrics = compute_metrics(y, probs)
+    assert metrics["accuracy"] == 0.5 and metrics["no_prediction"] == 2
+    assert metrics["per_class"]["happy"]["support"] == 2 and metrics["per_class"]["happy"]["recall"] == 0.5
+    assert metrics["balanced_accuracy"] == 0.5 and metrics["per_class"]["happy"]["precision"] == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        compute_metrics(y, probs[:, :6])
