@@ -25,14 +25,17 @@ def _portrait(name: str) -> np.ndarray:
     return cv2.cvtColor(scaled[:, excess // 2 : excess // 2 + 290], cv2.COLOR_BGR2RGB)
 
 
-def two_people_video(path: Path, seconds: float = SECONDS, fps: int = FPS, codec: str = "mpeg4") -> Path:
+def two_people_video(
+    path: Path, seconds: float = SECONDS, fps: int = FPS, codec: str = "mpeg4", scale: int = 1, people: bool = True
+) -> Path:
     """Write the video: a grey room; Grace Hopper is in view from 0.5 to 3.5 s, Barack Obama from 2.0 to 5.0 s,
-    each drifting a few pixels per frame. Returns `path`."""
-    portraits = [(_portrait(name), first, last, left) for name, first, last, left in PEOPLE]
+    each drifting a few pixels per frame. `scale` enlarges every frame (SIZE times `scale`); `people=False` leaves
+    the room empty. Returns `path`."""
+    portraits = [(_portrait(name), first, last, left) for name, first, last, left in PEOPLE] if people else []
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height = SIZE[0] * scale, SIZE[1] * scale
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         for index in range(round(seconds * fps)):
             time_s = index / fps
             canvas = np.full((SIZE[1], SIZE[0], 3), 110, np.uint8)
@@ -42,6 +45,8 @@ def two_people_video(path: Path, seconds: float = SECONDS, fps: int = FPS, codec
                     y = 90 + round(6 * np.cos(time_s * 3))
                     h, w = portrait.shape[:2]
                     canvas[y : y + h, x : x + w] = portrait
+            if scale != 1:
+                canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
