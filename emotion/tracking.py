@@ -22,7 +22,7 @@ def iou(a: Box, b: Box) -> float:
 
 @dataclass
 class _Track:
-    id: int  # 1, 2, ... in the order faces first appeared; never reused within a stream
+    id: int  # 1, 2, ... in the order faces first appeared (left to right if at once); never reused in a stream
     box: np.ndarray  # float (x, y, w, h), the detector's box (it may reach past the image border)
     probs: np.ndarray | None  # (7,) smoothed probabilities; None until the track's first classification
     missed: int = 0
@@ -97,7 +97,7 @@ class FaceTracker:
             else:
                 track.missed += 1
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
-        for i in unmatched:
+        for i in sorted(unmatched, key=lambda i: boxes[i][0]):  # faces that appear together: numbered left to right
             self.tracks.append(_Track(self.next_id, np.asarray(boxes[i], dtype=float), None))
             self.next_id += 1
 

@@ -48,3 +48,44 @@ def test_faces_that_leave_are_dropped(recognizer):
     empty = np.full_like(grace_hopper_rgb(), 120)
     assert len(tracker.update(empty)) == 1  # one missed detection is bridged
     assert tracker.update(empty) == []
+
+
+def side_by_side(left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
+    """A frame with a portrait (or an empty grey space) on each side."""
+    blank = np.full_like(grace_hopper_rgb(), 110)
+    return np.concatenate([blank if left is None else left, blank if right is None else right], axis=1)
+
+
+def test_faces_keep_their_ids_and_newcomers_get_the_next(recognizer):
+    photo = grace_hopper_rgb()
+    tracker = FaceTracker(recognizer)
+    ids = [[t.id for t in tracker.track(frame)] for frame in (
+        side_by_side(photo, None), side_by_side(photo, None), side_by_side(photo, photo), side_by_side(photo, photo),
+    )]
+    assert ids == [[1], [1], [1, 2], [1, 2]]
+    faces = tracker.track(side_by_side(photo, photo))
+    assert faces[0].face.box[0] < photo.shape[1] <= faces[1].face.box[0]  # face 1 is still the one on the left
+
+
+def test_without_hold_a_missed_face_is_not_reported_but_keeps_its_id(recognizer):
+    photo = grace_hopper_rgb()
+    tracker = FaceTracker(recognizer, max_missed=2, hold=False)
+    assert [t.id for t in tracker.track(side_by_side(photo, photo))] == [1, 2]
+    assert [t.id for t in tracker.track(side_by_side(photo, None))] == [1]  # no stale box for the one who left
+    assert [t.id for t in tracker.track(side_by_side(photo, photo))] == [1, 2]  # back in time: the same id
+    for _ in range(3):
+        tracker.track(side_by_side(photo, None))
+    assert [t.id for t in tracker.track(side_by_side(photo, photo))] == [1, 3]  # gone too long: a new face
+
+
+def test_reset_starts_the_ids_again(recognizer):
+    tracker = FaceTracker(recognizer)
+    tracker.track(grace_hopper_rgb())
+    tracker.reset()
+    assert [t.id for t in tracker.track(grace_hopper_rgb())] == [1]
+
+
+@pytest.mark.parametrize("settings", [{"smoothing": 1.0}, {"smoothing": -0.1}, {"detect_every": 0}, {"max_missed": -1}])
+def test_bad_settings_are_refused(recognizer, settings):
+    with pytest.raises(ValueError):
+        FaceTracker(recognizer, **settings)
