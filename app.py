@@ -8,11 +8,14 @@ in; annotated image, the probabilities of the most prominent face, and every fac
 (video in; annotated video, CSV, timeline plot and per-face summary out).
 """
 
+import atexit
+import fcntl
 import logging
 import math
 import shutil
 import numbers
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -25,6 +28,7 @@ import gradio as gr
 import numpy as np
 from gradio import processing_utils
 from gradio.utils import get_upload_folder
+from gradio_client.utils import is_http_url_like
 from PIL import Image
 
 from emotion import LABELS, EmotionRecognizer
@@ -43,6 +47,46 @@ from emotion.video import (
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("app")
+
+
+def claim_cache_folder() -> Path:
+    """This run's own folder for Gradio's cache (uploads and outputs), deleted when the app exits; the folders
+    that earlier runs left behind (killed, or stopped before Gradio's delete_cache came round) are deleted first.
+
+    Each run holds a lock on its `run-*.lock` file until its process ends, even by SIGKILL: a folder whose lock
+    can be taken belongs to no running app. Apps sharing GRADIO_TEMP_DIR keep their own folders.
+    """
+    base = Path(get_upload_folder()) / "facial-emotion"
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / "cleanup.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # one app at a time cleans up and claims its folder
+        for lock in base.glob("run-*.lock"):
+            with open(lock, "a") as other:
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its app is running
+                shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+                lock.unlink()
+        for folder in base.glob("run-*"):
+            if folder.is_dir() and not folder.with_suffix(".lock").exists():  # its lock went, the folder stayed
+                shutil.rmtree(folder, ignore_errors=True)
+        descriptor, lock_name = tempfile.mkstemp(prefix="run-", suffix=".lock", dir=base)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # held, the descriptor left open, for the life of the process
+        folder = Path(lock_name).with_suffix("")
+        folder.mkdir()
+    atexit.register(remove_cache_folder, folder, Path(lock_name))
+    return folder
+
+
+def remove_cache_folder(folder: Path, lock: Path) -> None:
+    """Delete this run's cache folder and lock file (at exit)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    lock.unlink(missing_ok=True)
+
+
+# Before any Block exists: Gradio reads its cache folder (GRADIO_TEMP_DIR) when a Block is made.
+os.environ["GRADIO_TEMP_DIR"] = str(claim_cache_folder())
 
 
 def save_image_atomically(image: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
@@ -110,6 +154,20 @@ WEBCAM_SIZE = {"width": {"ideal": 640}, "height": {"ideal": 480}}  # frame size 
 WEBCAM_TIME_LIMIT = 300  # seconds a webcam session may hold one of the worker slots before it must restart
 FPS_WINDOW = 1.0  # seconds over which the shown frame rate is measured
 MAX_MIN_FACE = 4096  # pixels: /predict callers may go past the slider's 400, but not absurdly (it is a face size)
+MAX_DETECT_EVERY = 10  # the webcam's "detect faces every N frames" slider goes from 1 to this
+MAX_FRAME_SKIP = 10  # the IP camera's frame skip slider goes from 0 to this
+CAMERA_DURATION_S = (5, 600)  # the IP camera's maximum duration slider (emotion.camera ends any stream at 600 s)
+# Camera streams run at most 2 at a time, outside Gradio's queue: a Start beyond that is told at once that the
+# cameras are busy, rather than waiting in the queue that photos share (18 waiting streams once locked out every
+# photo). A second Start in the same session waits this long for the session's first stream to hand over its slot.
+CAMERA_SLOTS = threading.BoundedSemaphore(2)
+CAMERA_HANDOVER_S = 15.0
+CAMERAS_BUSY = (
+    "Two camera streams are already running, the most this app serves at once. Try again when one of them ends."
+)
+REMOTE_FILE = "Send the file itself: this app does not download files from URLs."
+MAX_UPLOAD_BYTES = MAX_BYTES  # per file, for photos and the Video tab's videos (its limit is the larger)
+UPLOAD_LIMIT = f"files up to {MAX_UPLOAD_BYTES // 1024**2} MB"
 FAILED_SUMMARY = "**No result.** This image could not be analysed."
 TINY_SIDE = 48  # pixels: an image whose shorter side is under this has no face the model could read (48x48 input)
 TOO_SMALL = (
@@ -122,6 +180,14 @@ VIDEO_LIMITS = (
     f"({', '.join(suffix[1:] for suffix in VIDEO_SUFFIXES)})."
 )
 SUMMARY_HEADERS = ["face_id", "frames", "first_s", "last_s", *LABELS]
+# On a narrow screen the columns stack, and a result (an example clicked, a photo uploaded) lands a screen or more
+# below where the user is looking: scroll it into view when it arrives, unless it is already in view.
+SHOW_RESULT_JS = """() => {
+    const result = document.getElementById("image-output");
+    if (!result || window.innerWidth > 640 || !result.querySelector("img")) return;
+    const box = result.getBoundingClientRect();
+    if (box.top < 0 || box.top > window.innerHeight * 0.5) result.scrollIntoView({behavior: "smooth", block: "start"});
+}"""
 
 
 class ErrorNotes:
@@ -175,25 +241,25 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def check_settings(min_face_size: Any, threshold: Any) -> tuple[int, float]:
-    """The minimum face size (pixels) and confidence threshold, checked; gr.Error with a message if out of range.
+def check_number(value: Any, what: str, low: float, high: float, *, whole: bool = False, unit: str = "") -> float:
+    """`value` as a float if it is a finite number from `low` to `high` (and whole, if `whole`); else gr.Error.
 
-    /predict skips Gradio's preprocessing (see `predict`), and with it the sliders' own range checks, so API
-    callers' values are checked here.
+    Every numeric setting of every event goes through here: a script that sends raw JSON skips the sliders' range
+    checks (and /predict skips Gradio's preprocessing altogether), and JSON can carry NaN and Infinity.
     """
-    size = _finite(min_face_size)
-    if size is None or not SMALLEST_FACE <= size <= MAX_MIN_FACE:
+    number = _finite(value)
+    if number is None or not low <= number <= high or (whole and not number.is_integer()):
+        kind = "a whole number" if whole else "a number"
         raise gr.Error(
-            f"The minimum face size must be a number of pixels from {SMALLEST_FACE} to {MAX_MIN_FACE}, "
-            f"not {min_face_size!r:.40}.",
-            print_exception=False,
+            f"{what} must be {kind}{unit} from {low:g} to {high:g}, not {value!r:.40}.", print_exception=False
         )
-    limit = _finite(threshold)
-    if limit is None or not 0.0 <= limit <= 1.0:
-        raise gr.Error(
-            f"The confidence threshold must be a number from 0 to 1, not {threshold!r:.40}.", print_exception=False
-        )
-    return int(size), limit
+    return number
+
+
+def check_settings(min_face_size: Any, threshold: Any) -> tuple[int, float]:
+    """The minimum face size (pixels) and confidence threshold, checked; gr.Error with a message if out of range."""
+    size = check_number(min_face_size, "The minimum face size", SMALLEST_FACE, MAX_MIN_FACE, unit=" of pixels")
+    return int(size), check_number(threshold, "The confidence threshold", 0.0, 1.0)
 
 
 def predict(
@@ -238,7 +304,7 @@ def describe_faces(faces: list[dict[str, Any]] | None, threshold: float) -> tupl
     if faces is None:
         return gr.skip(), gr.skip()
     rows = [
-        [number, ", ".join(str(v) for v in face["box"]), face["label"], round(face["confidence"], 3)]
+        [number, face["label"], round(face["confidence"], 3), ", ".join(str(v) for v in face["box"])]
         for number, face in enumerate(faces, start=1)
     ]
     if not faces:
@@ -288,9 +354,11 @@ def annotate_webcam(
     """
     if frame is None:  # the stream can send an empty frame (camera starting or stopping): keep what is shown
         return gr.skip(), gr.skip(), session
+    min_face_size, threshold = check_settings(min_face_size, threshold)
+    every = check_number(detect_every, "Detect faces every N frames: N", 1, MAX_DETECT_EVERY, whole=True)
     started = time.perf_counter()
     session = session or WebcamSession()
-    session.tracker.detect_every = max(1, int(detect_every))
+    session.tracker.detect_every = int(every)
     faces = [t for t in session.tracker.track(frame, int(min_face_size)) if t.face.confidence >= float(threshold)]
     session.timeline.add(time.monotonic() - session.started, session.tracker.frames - 1, faces)
     annotated = annotate_tracked(recognizer, frame, faces)
@@ -303,6 +371,32 @@ def stream_camera(
     session: dict[str, Any], request: gr.Request = None,
 ) -> Iterator[tuple[Any, str]]:
     """Annotate frames from an IP camera until Stop, the maximum duration, or the end of the stream.
+
+    Yields (annotated frame, status text). Checks the settings, and takes one of the CAMERA_SLOTS for the stream
+    (or says at once that the cameras are busy); `camera_frames` streams.
+    """
+    try:
+        skip = check_number(frame_skip, "The frame skip", 0, MAX_FRAME_SKIP, whole=True)
+        duration = check_number(max_duration, "The maximum duration", *CAMERA_DURATION_S, unit=" of seconds")
+        min_face, limit = check_settings(min_face_size, threshold)
+    except gr.Error as error:
+        raise error_notes.error(request, "camera", error.message) from None
+    previous = session.get("stop")
+    if previous is not None:
+        previous.set()  # a second Start stops this session's first stream, which then frees its slot
+    if not CAMERA_SLOTS.acquire(timeout=CAMERA_HANDOVER_S if previous is not None else 0):
+        raise error_notes.error(request, "camera", CAMERAS_BUSY)
+    try:
+        yield from camera_frames(url, int(skip), duration, min_face, limit, session, request)
+    finally:
+        CAMERA_SLOTS.release()
+
+
+def camera_frames(
+    url: str, frame_skip: float, max_duration: float, min_face_size: float, threshold: float,
+    session: dict[str, Any], request: gr.Request = None,
+) -> Iterator[tuple[Any, str]]:
+    """Annotate frames from an IP camera (settings checked) until Stop, the maximum duration, or the stream's end.
 
     Yields (annotated frame, status text). One stream per browser session: a second Start stops the first. The
     faces' timeline is kept in `session["timeline"]` (see `timeline_csv`).
@@ -472,7 +566,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
         with gr.Row():
             with gr.Column():
                 input_img = gr.Image(
-                    label="Photo (jpg, png, webp or bmp)", sources=["upload", "clipboard"], type="filepath",
+                    label=f"Photo (jpg, png, webp or bmp; {UPLOAD_LIMIT})", sources=["upload", "clipboard"], type="filepath",
                     image_mode=None,
                 )
                 predict_btn = gr.Button("Recognize emotions", variant="primary")
@@ -481,9 +575,9 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
                 output_img = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="image-output")
                 face_summary = gr.Markdown(elem_id="image-summary")
                 top_emotions = gr.Label(label="Most prominent face", num_top_classes=len(LABELS), elem_id="image-label")
-        face_table = gr.Dataframe(
-            headers=["face", "box (x, y, w, h)", "emotion", "confidence"], label="Faces", interactive=False,
-            column_widths=["10%", "40%", "30%", "20%"], elem_id="image-faces",
+        face_table = gr.Dataframe(  # narrow columns first and wrapped text: the headers fit a phone's 390 px
+            headers=["#", "emotion", "confidence", "box (x, y, w, h)"], label="Faces", interactive=False,
+            column_widths=["10%", "26%", "34%", "30%"], wrap=True, elem_id="image-faces",
         )
         with gr.Accordion("Faces as JSON (what /predict returns)", open=False):
             faces_json = gr.JSON(label="Faces")
@@ -531,7 +625,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
             webcam_out = gr.Image(label="Annotated", format="jpeg", interactive=False, elem_id="webcam-output")
         with gr.Row():
             detect_every = gr.Slider(
-                1, 10, value=1, step=1, label="Detect faces every N frames",
+                1, MAX_DETECT_EVERY, value=1, step=1, label="Detect faces every N frames",
                 info="Higher is faster: frames in between reuse the tracked boxes (emotions are read every frame).",
             )
             webcam_fps = gr.Textbox(
@@ -544,16 +638,17 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
 
     with gr.Tab("IP camera"):
         gr.Markdown(
-            "An HTTP(S) MJPEG stream, a snapshot JPEG URL (polled), or `rtsp://` where the host allows it. "
+            "An HTTP(S) MJPEG stream or a snapshot JPEG URL (polled); `rtsp://` only where the app runs with "
+            "`EMOTION_ALLOW_PRIVATE_CAMERAS=1` (your own machine). At most 2 streams run at once. "
             "A hosted Space reaches cameras only on ports 80, 443 and 8080. The URL is never stored, and logs "
             "show it without credentials."
         )
         camera_url = gr.Textbox(label="Camera URL", placeholder="http://camera.example/video.mjpg")
         with gr.Row():
             camera_skip = gr.Slider(
-                0, 10, value=0, step=1, label="Frame skip", info="Frames skipped after each one shown."
+                0, MAX_FRAME_SKIP, value=0, step=1, label="Frame skip", info="Frames skipped after each one shown."
             )
-            camera_duration = gr.Slider(5, 600, value=60, step=5, label="Maximum duration (s)")
+            camera_duration = gr.Slider(*CAMERA_DURATION_S, value=60, step=5, label="Maximum duration (s)")
         with gr.Row():
             camera_start = gr.Button("Start", variant="primary")
             camera_stop = gr.Button("Stop", variant="stop")
@@ -573,6 +668,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
         clear_image_result, outputs=[*image_outputs, face_table, face_summary], api_name="clear_image_result",
         api_visibility="private", queue=False,
     )
+    output_img.change(None, js=SHOW_RESULT_JS, api_name="show_result", api_visibility="private", queue=False)
     faces_json.change(
         describe_faces, inputs=[faces_json, threshold], outputs=[face_table, face_summary],
         api_name="describe_faces", api_visibility="private", queue=False,
@@ -586,7 +682,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
         stream_camera,
         inputs=[camera_url, camera_skip, camera_duration, min_face_size, threshold, camera_session],
         outputs=[camera_out, camera_status], api_name="camera", api_visibility="undocumented",
-        concurrency_limit=2, show_progress="minimal",
+        concurrency_limit=None, show_progress="minimal",  # limited by CAMERA_SLOTS instead, outside the queue
     )
     camera_started.failure(camera_failed, outputs=camera_status, api_name="camera_failed", api_visibility="private")
     camera_started.then(
@@ -617,7 +713,44 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
 # videos 1 at a time, in separate groups so that a long stream never blocks a photo; more at once would only slow every one of them down.
 # A stream holds its slot while it runs, bounded by WEBCAM_TIME_LIMIT or the camera's maximum duration. At most 16
 # requests wait: beyond that a visitor is told at once that the queue is full, which beats unbounded latency.
+# Camera streams never wait in that queue (see CAMERA_SLOTS).
 demo.queue(max_size=16, default_concurrency_limit=2)
 
+
+def refuse_remote_files(blocks: gr.Blocks) -> None:
+    """Make every component refuse an input file given as a URL, which Gradio would otherwise download whole
+    (into memory) before the event runs; uploads and the app's own files are unaffected."""
+
+    def local_only(fetch: Any, is_async: bool) -> Any:
+        def check(path: Any) -> None:
+            if is_http_url_like(path):
+                raise gr.Error(REMOTE_FILE, print_exception=False)
+
+        async def fetch_local_async(path: Any) -> str | None:
+            check(path)
+            return await fetch(path)
+
+        def fetch_local(path: Any) -> str | None:
+            check(path)
+            return fetch(path)
+
+        return fetch_local_async if is_async else fetch_local
+
+    for block in blocks.blocks.values():
+        if isinstance(block, gr.components.Component):
+            block.async_move_resource_to_block_cache = local_only(block.async_move_resource_to_block_cache, True)
+            block.move_resource_to_block_cache = local_only(block.move_resource_to_block_cache, False)
+
+
+refuse_remote_files(demo)
+
+
+def stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM handler: stop as on Ctrl+C (Gradio closes its server, then the exit handlers run)."""
+    raise KeyboardInterrupt
+
 if __name__ == "__main__":
-    demo.launch()
+    # A stopped app deletes its cache folder (atexit); SIGTERM (how Spaces and service managers stop it) ends Gradio
+    # the way Ctrl+C does, so that the exit handlers run.
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    demo.launch(max_file_size=MAX_UPLOAD_BYTES)
