@@ -296,7 +296,7 @@ def clear_image_result(request: gr.Request) -> tuple[None, None, None, None, str
     """After a failed prediction: clear the previous image's result, so that it is not taken for this one's, and
     say why it failed."""
     reason = error_notes.pop(request, "image")
-    return None, None, None, None, f"{FAILED_SUMMARY} {reason}".strip()
+    return None, None, None, None, f"**No result.** {reason}" if reason else FAILED_SUMMARY
 
 
 def describe_faces(faces: list[dict[str, Any]] | None, threshold: float) -> tuple[Any, Any]:
@@ -567,7 +567,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
             with gr.Column():
                 input_img = gr.Image(
                     label=f"Photo (jpg, png, webp or bmp; {UPLOAD_LIMIT})", sources=["upload", "clipboard"], type="filepath",
-                    image_mode=None,
+                    image_mode=None, elem_id="image-input",
                 )
                 predict_btn = gr.Button("Recognize emotions", variant="primary")
                 examples_column = gr.Column()  # filled below, once the outputs the examples show exist
