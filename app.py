@@ -524,7 +524,8 @@ def analyze_video_file(
     csv_path = folder / f"{stem}_emotions.csv"
     result.timeline.write_csv(csv_path)
     plot_path = folder / f"{stem}_timeline.png"
-    plot_timeline({face: result.timeline.series(face) for face in result.timeline.face_ids()}, plot_path)
+    series = {face: result.timeline.series(face) for face in result.timeline.face_ids()}
+    plot_timeline(series, plot_path, duration=result.duration_s)
     summary = [[row[key] for key in SUMMARY_HEADERS] for row in result.timeline.summary()]
     log.info("Video: %d frames, %d analysed, %d faces", result.frames, result.analysed, len(summary))
     if result.note:

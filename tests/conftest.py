@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -29,9 +30,39 @@ def clean_app_environment() -> Iterator[None]:
         yield
 
 
-# --- Camera streams: a real MJPEG server (ffmpeg) on loopback. Used by tests/test_camera.py. ---
+# --- Tools the tests run for real. Missing on a developer's machine, their tests skip; missing where the
+# --- environment variable CI is set (.ci/run sets it), that is a failure: a CI run must not pass by skipping them.
 
 FFMPEG = shutil.which("ffmpeg")
+CHROMIUM = "/usr/bin/chromium"  # Debian's, which the browser tests drive (never one `playwright install` fetches)
+
+
+def missing_tools() -> list[str]:
+    """The tools CI installs (.ci/run) that this machine lacks."""
+    tools = {
+        "ffmpeg": FFMPEG is not None,
+        "chromium": shutil.which(CHROMIUM) is not None,
+        "playwright (Python package)": importlib.util.find_spec("playwright") is not None,
+    }
+    return [name for name, found in tools.items() if not found]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under CI, stop at once if a tool is missing (the browser tests' own skipif could not tell CI apart)."""
+    if os.environ.get("CI") and (missing := missing_tools()):
+        raise pytest.UsageError(f"CI is set, but these tools are missing: {', '.join(missing)}; the run needs them.")
+
+
+def require_tool(name: str, path: str | None) -> str:
+    """`path` of the tool `name`; if it was not found, skip the test, or fail it when CI is set."""
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed, and CI is set: the run needs it.", pytrace=False)
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+# --- Camera streams: a real MJPEG server (ffmpeg) on loopback. Used by tests/test_camera.py. ---
 
 
 def free_port() -> int:
@@ -83,8 +114,7 @@ def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
 @pytest.fixture(scope="session")
 def camera_clip(tmp_path_factory) -> Path:
     """A 2 s, 320x240, 10 fps test-pattern clip (mpeg4 in mp4, an encoder every ffmpeg build has)."""
-    if FFMPEG is None:
-        pytest.skip("ffmpeg is not installed")
+    require_tool("ffmpeg", FFMPEG)
     clip = tmp_path_factory.mktemp("camera") / "clip.mp4"
     subprocess.run(
         [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t", "2",
@@ -182,8 +212,7 @@ def app_url(app_server) -> str:
 
 def face_video(path: Path, frames: int, fps: int, *codec: str) -> Path:
     """Write a `frames`-long 640x480 video of a real face (examples/grace_hopper.jpg, slowly zooming) to `path`."""
-    if FFMPEG is None:
-        pytest.skip("ffmpeg is not installed")
+    require_tool("ffmpeg", FFMPEG)
     subprocess.run(
         [FFMPEG, "-v", "error", "-y", "-loop", "1", "-framerate", str(fps), "-i", str(FACE_PHOTO),
          "-vf", FACE_VIDEO_FILTER.format(frames=frames, fps=fps), "-frames:v", str(frames), *codec, str(path)],

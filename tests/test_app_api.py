@@ -1,21 +1,28 @@
 """The app's public API, through gradio_client, against `python app.py` served on loopback (fixture `app_server`)."""
 
+import http.server
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from conftest import APP_ENV_VARIABLES, APP_START_TIMEOUT, free_port, stop_process
 from emotion import LABELS, images
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,3 +316,120 @@ def test_identical_concurrent_requests_all_get_their_image(app_url):
     with ThreadPoolExecutor(4) as pool:
         results = [ok for user_results in pool.map(user, range(4)) for ok in user_results]
     assert results == [True] * 20
+
+
+# --- hardening: what a red-team run got through --------------------------------------------------------------------
+
+
+class CountingServer(http.server.BaseHTTPRequestHandler):
+    """Serves the face photo to anyone, and counts the requests."""
+
+    requests = 0
+
+    def do_GET(self):
+        type(self).requests += 1
+        body = FACE_PHOTO.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_url_inputs_are_refused_without_fetching(client):
+    # A FileData whose path is a URL made Gradio download the body whole, into memory (1 GB raised the app's memory
+    # by 2 GB). Every input now refuses URLs before any request is made.
+    handler = type("Handler", (CountingServer,), {"requests": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/face.jpg"
+        with pytest.raises(AppError, match="does not download files from URLs"):
+            client.predict(handle_file(url), api_name="/predict")
+        assert handler.requests == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def upload_of(size: int, chunk: int = 1 << 20):
+    """A multipart/form-data body holding one file of `size` zero bytes, generated chunk by chunk; its headers."""
+    boundary = "emotion-test-boundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+
+    def body():
+        yield head
+        left = size
+        while left > 0:
+            yield bytes(min(chunk, left))
+            left -= chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return body(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_uploads_over_the_size_limit_are_refused_and_the_limit_is_shown(app_url):
+    # A 200 MB upload was once accepted and kept on disk. The app sets Gradio's max_file_size, and says it.
+    config = httpx.get(f"{app_url}config", timeout=30).json()
+    limit = config["max_file_size"]
+    assert limit is not None and 10 * 2**20 <= limit <= 500 * 2**20  # phone photos and short clips fit, no more
+    labels = [c["props"].get("label") or "" for c in config["components"]]
+    assert any(label.startswith("Photo") and f"up to {limit // 2**20} MB" in label for label in labels), labels
+    body, headers = upload_of(limit + 2**20)
+    response = httpx.post(f"{app_url}gradio_api/upload", content=body, headers=headers, timeout=120)
+    assert response.status_code == 413, response.text[:200]
+    body, headers = upload_of(2**20)  # and a photo-sized file goes through
+    response = httpx.post(f"{app_url}gradio_api/upload", content=body, headers=headers, timeout=60)
+    assert response.status_code == 200 and len(response.json()) == 1
+
+
+def start_app(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on a free loopback port with `env` added; the process and its URL once it answers."""
+    port = free_port()
+    env = dict(
+        {name: value for name, value in os.environ.items() if name not in APP_ENV_VARIABLES},
+        GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False", **env,
+    )
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + APP_START_TIMEOUT
+    while True:
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return process, url
+        except OSError:
+            time.sleep(0.5)
+
+
+def test_cache_is_emptied_at_start_and_at_exit(tmp_path):
+    # Uploads stayed in Gradio's cache after the app stopped, and a restarted app never deleted them. Each run now
+    # keeps its files in its own folder, deletes it at exit, and deletes at start what earlier runs left behind.
+    cache = tmp_path / "gradio"
+    ours = cache / "facial-emotion"
+    stale = ours / "run-killed"  # what a killed run leaves: its folder and an unlocked lock file
+    (stale / "0123abcd").mkdir(parents=True)
+    (stale / "0123abcd" / "upload.jpg").write_bytes(FACE_PHOTO.read_bytes())
+    (ours / "run-killed.lock").touch()
+    process, url = start_app(
+        {"GRADIO_TEMP_DIR": str(cache), "GRADIO_EXAMPLES_CACHE": str(tmp_path / "examples")}, tmp_path / "app.log"
+    )
+    try:
+        assert not stale.exists() and not (ours / "run-killed.lock").exists()
+        Client(url, verbose=False).predict(handle_file(str(FACE_PHOTO)), api_name="/predict")
+        (run,) = [folder for folder in ours.glob("run-*") if folder.is_dir()]
+        assert any(path.name == FACE_PHOTO.name for path in run.rglob("*")), list(run.rglob("*"))
+    finally:
+        process.send_signal(signal.SIGTERM)  # as a Space or a service manager stops it
+        try:
+            assert process.wait(timeout=60) is not None
+        finally:
+            stop_process(process)
+    assert list(ours.glob("run-*")) == [], list(ours.rglob("*"))
+    assert [path for path in cache.rglob("*") if path.is_file() and path.name != "cleanup.lock"] == []

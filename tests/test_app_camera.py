@@ -6,14 +6,18 @@ drive one session just as the page does.
 """
 
 import http.server
+import json
+import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 SNAPSHOT = Path(__file__).resolve().parent.parent / "examples" / "grace_hopper.jpg"
@@ -116,11 +120,25 @@ def test_frame_skip_shows_one_frame_in_n(client, face_clip, mjpeg_clip_server):
 
 
 class FakeWebServer(http.server.BaseHTTPRequestHandler):
-    """Camera-like URLs that are not cameras (/page, /text, /private, anything else: 404), and a snapshot camera."""
+    """Camera-like URLs that are not cameras (/page, /text, /private, anything else: 404), a snapshot camera, and
+    an endless MJPEG camera for any number of clients (/stream.mjpg, 5 frames/s of the face photo)."""
 
     def do_GET(self):
         if self.path == "/snapshot.jpg":
             self.reply(200, "image/jpeg", SNAPSHOT.read_bytes())
+        elif self.path == "/stream.mjpg":
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            picture = SNAPSHOT.read_bytes()
+            head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(picture)}\r\n\r\n".encode()
+            deadline = time.monotonic() + 120  # a safety cap: the tests stop their streams long before
+            try:
+                while time.monotonic() < deadline:
+                    self.wfile.write(head + picture + b"\r\n")
+                    time.sleep(0.2)
+            except OSError:  # the app closed the stream
+                pass
         elif self.path == "/page":
             self.reply(200, "text/html; charset=utf-8", b"<!doctype html><title>Router</title><h1>Welcome</h1>")
         elif self.path == "/text":
@@ -190,6 +208,74 @@ def test_a_url_that_is_not_a_camera_gets_its_message(client, web_server, path, m
 def test_an_unreachable_or_bad_url_gets_its_message(client, url, message):
     with pytest.raises(AppError, match=message):
         client.predict(url, *DEFAULTS, api_name="/camera")
+
+
+# The sliders' own check (Gradio's) refuses values past their ends, but not NaN, nor a fractional frame skip: the
+# app's check_number does. Either way the camera is never opened.
+SLIDER_RANGE = "Value {} is {} than {} value {}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ((0, math.nan, 48, 0.0), "The maximum duration must be a number of seconds from 5 to 600, not nan"),
+        ((0, math.inf, 48, 0.0), SLIDER_RANGE.format("inf", "greater", "maximum", 600)),
+        ((0, 1e9, 48, 0.0), SLIDER_RANGE.format("1000000000.0", "greater", "maximum", 600)),
+        ((math.nan, 60, 48, 0.0), "The frame skip must be a whole number from 0 to 10, not nan"),
+        ((-1, 60, 48, 0.0), SLIDER_RANGE.format(-1, "less", "minimum", 0)),
+        ((0.5, 60, 48, 0.0), "The frame skip must be a whole number from 0 to 10, not 0.5"),
+        ((0, 60, math.nan, 0.0), "The minimum face size must be a number of pixels from 24 to 4096, not nan"),
+        ((0, 60, 48, math.nan), "The confidence threshold must be a number from 0 to 1, not nan"),
+    ],
+)
+def test_settings_out_of_range_are_refused_before_connecting(app_url, web_server, settings, message):
+    # A script sending raw JSON skips the sliders' range checks (gradio_client refuses to send NaN; Python's json
+    # module writes it); NaN as the maximum duration once streamed past 640 s. Sent as such a script would.
+    started = time.monotonic()
+    with httpx.Client(base_url=f"{app_url}gradio_api/", timeout=FINISH_TIMEOUT) as http:
+        body = json.dumps({"data": [f"{web_server}/stream.mjpg", *settings]})  # NaN and Infinity as JSON extensions
+        event = http.post("call/camera", content=body, headers={"Content-Type": "application/json"})
+        assert event.status_code == 200, event.text
+        answer = http.get(f"call/camera/{event.json()['event_id']}").text
+    assert "event: error" in answer and message in answer, answer[-500:]
+    assert "Streaming" not in answer
+    assert time.monotonic() - started < FINISH_TIMEOUT
+
+
+def test_photos_keep_answering_while_camera_streams_are_refused(app_url, web_server):
+    # 18 camera requests from 18 sessions once filled the queue photos share (2 streaming, 16 waiting), so that
+    # every /predict answered "Queue is full". Streams now run at most 2 at a time, outside that queue: the 16
+    # others are told at once that the cameras are busy, and photos keep their answers all along.
+    clients = [Client(app_url, verbose=False) for _ in range(18)]
+    jobs = [c.submit(f"{web_server}/stream.mjpg", 0, 60, 48, 0.0, api_name="/camera") for c in clients]
+    photo = Client(app_url, verbose=False)
+    try:
+        deadline = time.monotonic() + FINISH_TIMEOUT
+        while sum(job.done() for job in jobs) < 16 or sum(len(frames_of(job.outputs())) > 0 for job in jobs) < 2:
+            assert time.monotonic() < deadline, [job.status().code for job in jobs]
+            time.sleep(0.2)
+        with ThreadPoolExecutor(3) as pool:  # photos from 3 users at once, beside the 2 streams
+            users = [photo, Client(app_url, verbose=False), Client(app_url, verbose=False)]
+            answers = list(pool.map(lambda user: user.predict(handle_file(str(SNAPSHOT)), api_name="/predict"), users))
+        assert all(len(faces) == 1 for _, _, faces in answers)
+        refused = [job for job in jobs if job.done()]
+        for job in refused:
+            with pytest.raises(AppError, match="Two camera streams are already running"):
+                job.result(timeout=1)
+        streaming = [index for index, job in enumerate(jobs) if not job.done()]
+        assert len(streaming) == 2
+    finally:
+        for c in clients:
+            c.predict(api_name="/stop_camera")
+    for index in streaming:
+        jobs[index].result(timeout=FINISH_TIMEOUT)
+        assert jobs[index].outputs()[-1][1].startswith("Stopped.")
+    # The slots are free again: a new stream starts.
+    again = Client(app_url, verbose=False)
+    job = again.submit(f"{web_server}/stream.mjpg", *DEFAULTS, api_name="/camera")
+    wait_for_frames(job, 2)
+    again.predict(api_name="/stop_camera")
+    job.result(timeout=FINISH_TIMEOUT)
 
 
 def test_credentials_never_reach_the_log(app_server, client, web_server):

@@ -1,7 +1,9 @@
 """The webcam tab's handler, called in this process: the stream's private endpoint cannot be called by clients
 (test_browser.py drives it through a real browser). Imports app.py with the bundled model."""
 
+import gc
 import importlib
+import math
 import os
 import time
 from pathlib import Path
@@ -13,6 +15,10 @@ import pytest
 
 FACE_PHOTO = Path(__file__).resolve().parent.parent / "examples" / "grace_hopper.jpg"
 
+# Gradio's in-process helpers (this module drives app handlers directly) leave asyncio event loops to the garbage
+# collector; when their ResourceWarning fires depends on GC timing, so here, and only here, it cannot be an error.
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
@@ -21,11 +27,13 @@ def app(tmp_path_factory):
         "EMOTION_MODEL_REPO": "bundled",
         "GRADIO_EXAMPLES_CACHE": str(tmp_path_factory.mktemp("cached_examples")),
         "GRADIO_RESET_EXAMPLES_CACHE": "True",
+        "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio")),  # app.py claims its cache folder in here
     }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         yield importlib.import_module("app")
+        gc.collect()  # collect the event loops Gradio left here, under this module's ResourceWarning filter
     finally:
         for name, value in saved.items():
             if value is None:
@@ -65,9 +73,26 @@ def test_frames_are_annotated_with_one_tracked_face_and_a_rate(app, frame):
 
 
 def test_the_confidence_threshold_hides_unsure_faces(app, frame):
-    # Above any probability, so that no face is shown: 1.0 itself would not do, a confident model can reach it.
-    image, _, session = app.annotate_webcam(frame, None, 48, 1.5, 1)
+    # The highest threshold (1.0) hides a face unless the model is certain of it, which it is not of this one.
+    assert max(face.confidence for face in app.recognizer.detect(frame, 48)) < 1.0
+    image, _, session = app.annotate_webcam(frame, None, 48, 1.0, 1)
     assert np.array_equal(image, frame)
     assert len(session.tracker.tracks) == 1  # it was found and tracked, only not shown
     image, _, _ = app.annotate_webcam(frame, None, 48, 0.0, 1)
     assert not np.array_equal(image, frame)  # the same face with no threshold: shown
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ((48, 0.0, math.nan), "Detect faces every N frames: N must be a whole number from 1 to 10"),
+        ((48, 0.0, 0), "Detect faces every N frames: N must be a whole number from 1 to 10"),
+        ((48, 0.0, 2.5), "Detect faces every N frames: N must be a whole number from 1 to 10"),
+        ((48, math.inf, 1), "The confidence threshold must be a number from 0 to 1"),
+        ((48, 1.5, 1), "The confidence threshold must be a number from 0 to 1"),
+        ((math.nan, 0.0, 1), "The minimum face size must be a number of pixels from 24 to 4096"),
+    ],
+)
+def test_settings_out_of_range_get_a_clear_error(app, frame, settings, message):
+    with pytest.raises(gr.Error, match=message):
+        app.annotate_webcam(frame, None, *settings)
