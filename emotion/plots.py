@@ -60,11 +60,15 @@ def plot_training_curves(history: dict[str, list[float]], path: str | Path) -> N
 MAX_TIMELINE_FACES = 6  # a timeline plot shows at most this many faces, those seen longest
 
 
-def plot_timeline(series: dict[int, tuple[np.ndarray, np.ndarray]], path: str | Path, xlabel: str = "time (s)") -> None:
+def plot_timeline(
+    series: dict[int, tuple[np.ndarray, np.ndarray]], path: str | Path, duration: float | None = None,
+    xlabel: str = "time (s)",
+) -> None:
     """Save each face's emotion probabilities over time, one panel per face, as PNG.
 
     `series` maps a face id to its times (n,) and probabilities (n, 7); faces beyond MAX_TIMELINE_FACES (the
     least seen) are left out and the title says so. A gap of more than a second is drawn as a break in the line.
+    The time axis runs to `duration` (the video's length), or to the last time seen.
     """
     from .labels import COLORS
 
@@ -72,6 +76,7 @@ def plot_timeline(series: dict[int, tuple[np.ndarray, np.ndarray]], path: str | 
     shown = sorted(sorted(series, key=lambda face: len(series[face][0]), reverse=True)[:MAX_TIMELINE_FACES])
     fig, axes = plt.subplots(max(1, len(shown)), 1, figsize=(9, 1.2 + 1.9 * max(1, len(shown))), squeeze=False)
     end = max((float(times.max()) for times, _ in series.values() if len(times)), default=1.0)
+    end = max(end, duration or 0.0)
     for ax, face in zip(axes[:, 0], shown):
         times, probs = series[face]
         gaps = np.flatnonzero(np.diff(times) > 1.0) + 1  # NaN at a gap, so the face's absence is not bridged

@@ -194,6 +194,7 @@ class VideoResult:
     frames: int  # frames decoded (and written to the annotated copy)
     analysed: int  # frames analysed
     video_path: Path | None
+    duration_s: float  # the time of the last frame decoded, plus one frame
     note: str = ""  # anything the user should know (the file ended in damaged data)
 
 
@@ -266,7 +267,7 @@ def _analyze(recognizer, container, info, out_stem, rate, min_face_size, thresho
     writer: _Writer | None = None
     step = 1.0 / rate
     tolerance = 0.5 / info.fps  # a frame within half a frame of its due time is analysed
-    due, start, frames, analysed, note = 0.0, None, 0, 0, ""
+    due, start, frames, analysed, note, last_time = 0.0, None, 0, 0, "", 0.0
     faces: list[TrackedFace] = []
     try:
         for frame in _frames(container, stream):
@@ -277,6 +278,7 @@ def _analyze(recognizer, container, info, out_stem, rate, min_face_size, thresho
                 time_s = frame.time - start
             if time_s > MAX_DURATION_S + 0.5:  # the file did not say how long it is
                 raise VideoError(TOO_LONG)
+            last_time = time_s
             rgb = _to_rgb(frame, scale)
             if time_s + tolerance >= due:
                 faces = [t for t in tracker.track(rgb, work_min_face(min_face_size, scale)) if t.face.confidence >= threshold]
@@ -301,7 +303,8 @@ def _analyze(recognizer, container, info, out_stem, rate, min_face_size, thresho
             writer.close()
     if not frames:
         raise VideoError(NO_FRAMES)
-    return VideoResult(timeline, info, frames, analysed, writer.path if writer else None, note)
+    duration = last_time + 1 / info.fps
+    return VideoResult(timeline, info, frames, analysed, writer.path if writer else None, duration, note)
 
 
 class _Damaged(Exception):

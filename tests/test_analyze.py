@@ -33,8 +33,8 @@ def batch(tmp_path_factory):
     """A folder of two photos (one of them 4x enlarged), a broken photo and an empty file, plus a video; analysed."""
     folder = tmp_path_factory.mktemp("photos")
     shutil.copy(EXAMPLES / "grace_hopper.jpg", folder)
-    photo = Image.open(EXAMPLES / "group_three_women.jpg")
-    photo.resize((photo.width * 4, photo.height * 4)).save(folder / "group_large.jpg", quality=90)
+    with Image.open(EXAMPLES / "group_three_women.jpg") as photo:
+        photo.resize((photo.width * 4, photo.height * 4)).save(folder / "group_large.jpg", quality=90)
     (folder / "broken.jpg").write_bytes((EXAMPLES / "astronaut.jpg").read_bytes()[:300])
     (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("not a photo, and not taken from a folder")

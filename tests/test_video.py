@@ -79,6 +79,7 @@ def test_default_rate_analyses_10_frames_per_second_and_reports_progress(analyse
     result, calls = analysed
     total = round(SECONDS * FPS)
     assert result.frames == total
+    assert result.duration_s == pytest.approx(SECONDS)
     assert result.analysed == pytest.approx(SECONDS * 10, abs=1)
     assert calls[0] == (1, total) and calls[-1] == (total, total)
     assert [done for done, _ in calls] == list(range(1, total + 1))
@@ -206,7 +207,8 @@ def test_timeline_plot_is_a_picture_of_each_face(analysed, tmp_path):
     timeline = result.timeline
     path = tmp_path / "timeline.png"
     plot_timeline({face: timeline.series(face) for face in timeline.face_ids()}, path)
-    image = np.asarray(Image.open(path).convert("RGB"))
+    with Image.open(path) as picture:
+        image = np.asarray(picture.convert("RGB"))
     assert image.shape[0] > 400 and image.shape[1] >= 800
     # The happy line of face 2 (Barack Obama, smiling) is drawn in happy's colour somewhere in the lower panel.
     happy = np.all(np.abs(image.astype(int) - [250, 200, 0]) < 40, axis=2)
@@ -216,11 +218,13 @@ def test_timeline_plot_is_a_picture_of_each_face(analysed, tmp_path):
 def test_timeline_keeps_photo_rows_without_a_time(recognizer, tmp_path):
     from emotion.tracking import TrackedFace
 
-    face = recognizer.detect(np.asarray(Image.open(Path(__file__).parent.parent / "examples" / "astronaut.jpg")))[0]
+    with Image.open(Path(__file__).parent.parent / "examples" / "astronaut.jpg") as photo:
+        face = recognizer.detect(np.asarray(photo.convert("RGB")))[0]
     timeline = Timeline()
     timeline.add(None, 0, [TrackedFace(1, face)], scale=0.5)
-    timeline.write_csv(tmp_path / "photo.csv", )
-    header, row = list(csv.reader(open(tmp_path / "photo.csv")))
+    timeline.write_csv(tmp_path / "photo.csv")
+    with open(tmp_path / "photo.csv", newline="") as file:
+        header, row = list(csv.reader(file))
     assert row[0] == "" and row[2] == "1" and int(row[5]) == pytest.approx(face.box[2] * 2, abs=1)
 
 
@@ -241,7 +245,8 @@ def test_analyze_video_endpoint_returns_video_csv_plot_and_summary(client, two_p
     for face_id, (_, first, last, _) in enumerate(PEOPLE, start=1):
         times = [float(row["time_s"]) for row in rows if row["face_id"] == str(face_id)]
         assert first <= min(times) <= first + SPAN_SLACK and last - SPAN_SLACK <= max(times) <= last
-    assert Image.open(plot).format == "PNG"
+    with Image.open(plot) as image:
+        assert image.format == "PNG"
     assert summary["headers"] == ["face_id", "frames", "first_s", "last_s", *LABELS]
     check_spans([dict(zip(summary["headers"], row)) for row in summary["data"]])
 
