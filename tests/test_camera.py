@@ -605,8 +605,8 @@ def test_ffmpeg_stream_max_duration(allow_private, mjpeg_server):
     frames, error = collect(iter_camera_frames(mjpeg_server(), max_duration=0.7))
     elapsed = time.monotonic() - started
     assert error is None
-    assert 2 <= len(frames) <= 10  # 10 fps for 0.7 s
-    assert elapsed < 2.0
+    assert 1 <= len(frames) <= 10  # 10 fps for 0.7 s
+    assert elapsed < 4.0  # the stream itself never ends; generous bounds for a busy machine
 
 
 def test_ffmpeg_stream_stop_event(allow_private, mjpeg_server):
@@ -625,7 +625,7 @@ def test_ffmpeg_stream_frame_skip(allow_private, mjpeg_server):
     started = time.monotonic()
     next(frames)
     # 1 frame in 5 at 10 fps: the next frame comes about 0.5 s later.
-    assert 0.35 <= time.monotonic() - started <= 1.5
+    assert 0.35 <= time.monotonic() - started <= 5.0
     frames.close()
 
 
@@ -667,8 +667,8 @@ def test_stream_that_ends(camera_http):
 def test_snapshot_url_is_polled(camera_http, path):
     started = time.monotonic()
     frames, error = collect(iter_camera_frames(camera_http + path, max_duration=1.0))
-    assert error is None and time.monotonic() - started < 2.0
-    assert 3 <= len(frames) <= 6  # at most 5 polls a second
+    assert error is None and time.monotonic() - started < 4.0
+    assert 2 <= len(frames) <= 6  # at most 5 polls a second
     assert len(set(gray_levels(frames))) == len(frames)  # a fresh picture each time
 
 
@@ -726,7 +726,7 @@ def test_silent_stream_times_out(camera_http):
     started = time.monotonic()
     frames, error = collect(iter_camera_frames(camera_http + "/stall", read_timeout=0.5))
     assert len(frames) == 1 and str(error) == STALLED
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # else the 10 s read timeout
 
 
 def test_server_that_never_answers_times_out(camera_http):
@@ -734,7 +734,7 @@ def test_server_that_never_answers_times_out(camera_http):
     with pytest.raises(CameraError) as caught:
         next(iter_camera_frames(camera_http + "/silent", read_timeout=0.5))
     assert str(caught.value) == TIMED_OUT
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0  # else the 10 s read timeout
 
 
 def test_stop_event_interrupts_a_stalled_read(camera_http):
@@ -743,14 +743,14 @@ def test_stop_event_interrupts_a_stalled_read(camera_http):
     started = time.monotonic()
     frames, error = collect(iter_camera_frames(camera_http + "/stall", stop_event=stop))
     assert len(frames) == 1 and error is None
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4.0  # else the 10 s read timeout
 
 
 def test_max_duration_interrupts_a_stalled_read(camera_http):
     started = time.monotonic()
     frames, error = collect(iter_camera_frames(camera_http + "/stall", max_duration=0.4))
     assert len(frames) == 1 and error is None
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 4.0  # else the 10 s read timeout
 
 
 def test_stop_event_already_set(camera_http):
@@ -808,7 +808,7 @@ def test_rtsp_unreachable_camera(allow_private):
     with pytest.raises(CameraError) as caught:
         next(iter_camera_frames(f"rtsp://user:pw@127.0.0.1:{free_port()}/live", connect_timeout=1, read_timeout=1))
     assert str(caught.value) == RTSP_FAILED
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 8  # the default timeouts would take 15 s
 
 
 # --- HTTPS: the connection goes to the checked IP, certificates are checked against the name -------
