@@ -2,6 +2,7 @@
 against the launched app (fixture `app_url`)."""
 
 import csv
+import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -291,3 +292,30 @@ def test_bad_videos_get_clear_messages_and_the_server_keeps_serving(client, tmp_
     # Still serving: a good video right after.
     *_, summary = client.predict(handle_file(str(two_people)), api_name="/analyze_video")
     assert len(summary["data"]) == 2
+
+
+# --- The README's API snippets, run as written against the launched app ----------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_api_snippets() -> list[str]:
+    text = README.read_text()
+    api = text[text.index("## API\n") : text.index("### Batch analysis")]
+    return re.findall(r"```python\n(.*?)```", api, re.S)
+
+
+def test_readme_snippets_run_on_a_face_no_face_and_a_video(app_url, tmp_path, two_people, capsys):
+    predict_snippet, video_snippet = readme_api_snippets()
+    predict_snippet = predict_snippet.replace('"http://127.0.0.1:7860/"', repr(app_url))
+    empty_wall = tmp_path / "wall.jpg"
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(empty_wall)
+    exec(predict_snippet.replace('"face.jpg"', repr(str(empty_wall))), namespace := {})
+    assert capsys.readouterr().out.rstrip().endswith("No face found")  # no KeyError on a photo without a face
+    astronaut = Path(__file__).parent.parent / "examples" / "astronaut.jpg"
+    exec(predict_snippet.replace('"face.jpg"', repr(str(astronaut))), namespace)
+    assert re.search(rf"^({'|'.join(LABELS)}) \[\('", capsys.readouterr().out, re.M)
+    exec(video_snippet.replace('"meeting.mp4"', repr(str(two_people))), namespace)
+    out = capsys.readouterr().out
+    assert "{'face_id': 1, " in out and "{'face_id': 2, " in out
+    assert re.search(rf"^0\.\d+ 1 ({'|'.join(LABELS)}) [01]\.\d+$", out, re.M)  # time, face, label, confidence
