@@ -146,6 +146,20 @@ def test_a_large_video_gives_boxes_in_its_own_pixels(recognizer, tmp_path):
         assert b / 3 == pytest.approx(a, abs=6)
 
 
+def test_a_phone_video_stored_sideways_is_analysed_upright(recognizer, tmp_path):
+    sideways = two_people_video(tmp_path / "sideways.mp4", seconds=3, sideways=True)
+    tagged = tmp_path / "phone.mp4"  # the display rotation tag a phone writes: players turn the frames upright
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(sideways), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(tagged)],
+        check=True, timeout=60,
+    )
+    result = analyze_video(recognizer, tagged)
+    assert result.timeline.face_ids() == [1, 2]
+    # Boxes in the upright picture (640x480): Grace Hopper on the left, Barack Obama on the right.
+    assert all(row[3] + row[5] / 2 < 320 for row in result.timeline.rows if row[2] == 1)
+    assert all(row[3] + row[5] / 2 > 320 and row[4] + row[6] <= 480 for row in result.timeline.rows if row[2] == 2)
+
+
 def test_a_video_without_faces_has_an_empty_timeline(recognizer, tmp_path):
     result = analyze_video(recognizer, two_people_video(tmp_path / "empty_room.mp4", seconds=2, people=False))
     assert result.frames == 30 and result.timeline.rows == []

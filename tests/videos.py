@@ -26,15 +26,19 @@ def _portrait(name: str) -> np.ndarray:
 
 
 def two_people_video(
-    path: Path, seconds: float = SECONDS, fps: int = FPS, codec: str = "mpeg4", scale: int = 1, people: bool = True
+    path: Path, seconds: float = SECONDS, fps: int = FPS, codec: str = "mpeg4", scale: int = 1, people: bool = True,
+    sideways: bool = False,
 ) -> Path:
     """Write the video: a grey room; Grace Hopper is in view from 0.5 to 3.5 s, Barack Obama from 2.0 to 5.0 s,
     each drifting a few pixels per frame. `scale` enlarges every frame (SIZE times `scale`); `people=False` leaves
-    the room empty. Returns `path`."""
+    the room empty; `sideways` stores each frame turned a quarter clockwise, as a phone held upright stores its
+    frames (the tag that turns them back for display is for the caller to add). Returns `path`."""
     portraits = [(_portrait(name), first, last, left) for name, first, last, left in PEOPLE] if people else []
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = SIZE[0] * scale, SIZE[1] * scale
+        if sideways:
+            stream.width, stream.height = stream.height, stream.width
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         for index in range(round(seconds * fps)):
             time_s = index / fps
@@ -47,6 +51,8 @@ def two_people_video(
                     canvas[y : y + h, x : x + w] = portrait
             if scale != 1:
                 canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+            if sideways:
+                canvas = np.ascontiguousarray(np.rot90(canvas, -1))
             frame = av.VideoFrame.from_ndarray(canvas, format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
