@@ -1,34 +1,33 @@
-"""Face detection with MediaPipe's BlazeFace (short range), run by OpenCV's DNN module from the bundled .tflite file.
+"""Face detection with MediaPipe's BlazeFace (short range) on ONNX Runtime, from the bundled .onnx conversion.
 
 BlazeFace is fully convolutional: at 128 px (its native size) it sees faces that fill a good part of the picture, and
 on a larger copy it sees smaller ones. `FaceDetector.detect` runs it on a small pyramid of copies, just as many as the
-wanted minimum face size needs, and merges the boxes.
+wanted minimum face size needs, and merges the boxes. The .onnx file is the .tflite one converted (see
+models/face_detector.md); ONNX Runtime ran it faster than OpenCV's DNN module ran the .tflite (README, Performance).
 """
 
-import threading
-from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from .preprocess import Box, crop_face, face_square, to_rgb
 
 
-MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "face_detection_short_range.tflite"
+MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "face_detection_short_range.onnx"
 NATIVE_SIDE = 128  # the model's training input size; every pass is this size times a power of two
 STRIDE = 16  # the coarsest anchor grid: pass sizes are padded to multiples of it
 ANCHORS_PER_CELL = ((8, 2), (16, 6))  # (stride, anchors per grid cell) of the two output maps
 DETECT_SIZE = 18  # the smallest wanted face is at least this many pixels wide in the finest pass
 SMALLEST_FACE = 24  # the smallest min_face_size accepted
 MAX_PASS_SIDE = 1024  # the finest pass: a larger one costs seconds and GBs (faces under min_face_size may be missed)
-CACHED_PIXELS = 512 * 384  # networks for passes up to this size are kept between calls (see FaceDetector)
 DEFAULT_MIN_FACE = 48
 NMS_IOU = 0.3
 SURE_SCORE = 0.7  # a face scoring less than this is looked at again on its own before it is reported
 CONFIRM_SCORE = 0.7  # ... and kept if found again with at least this score
 CONFIRM_CROP = 2.0  # ... in a crop this many times its size
-MAX_NETS = 6
 
 
 class FaceDetector:
@@ -43,16 +42,9 @@ class FaceDetector:
             raise ValueError(f"min_face_size must be at least {SMALLEST_FACE} pixels, got {min_face_size}")
         if not 0 < score_threshold < 1:
             raise ValueError(f"score_threshold must be between 0 and 1, got {score_threshold}")
-        if not MODEL_FILE.is_file():
-            raise RuntimeError(f"the face detector model {MODEL_FILE} is missing; it ships in models/ with the repo")
         self.min_face_size = int(min_face_size)
         self.score_threshold = float(score_threshold)
-        # One network per input size: a cv2.dnn.Net re-plans all its layers whenever the input shape changes, which
-        # costs more than the pass itself when the pyramid's sizes alternate. A network keeps buffers for its size
-        # (36 MB at 512x384, 141 MB at 1024x768), so only small sizes are kept, the most recently used MAX_NETS of
-        # them; larger passes (uploads) get a network of their own that is freed after the call.
-        self._nets: OrderedDict[tuple[int, int], tuple[cv2.dnn.Net, threading.Lock, np.ndarray]] = OrderedDict()
-        self._nets_lock = threading.Lock()
+        self._session = detector_session()
 
     def detect(self, image: np.ndarray, min_face_size: int | None = None) -> list[Box]:
         """Boxes (x, y, w, h) of the faces in an RGB or grayscale image, largest first (not clipped to the image)."""
@@ -69,9 +61,14 @@ class FaceDetector:
         boxes, scores = (np.concatenate(parts) for parts in zip(*passes))
         keep = np.asarray(cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.score_threshold, NMS_IOU)).reshape(-1)
         keep = drop_nested(boxes, keep)
-        keep = [i for i in keep if scores[i] >= SURE_SCORE or self._confirm(rgb, boxes[i])]
-        result = [tuple(int(round(v)) for v in boxes[i]) for i in keep]
-        result = [box for box in result if min(box[2], box[3]) > 0 and max(box[2], box[3]) >= min_face]
+        boxes, scores = boxes[keep], scores[keep]
+        rounded = np.round(boxes).astype(int).reshape(-1, 4)
+        # Size first: a doubtful face too small to report is not worth a confirmation pass.
+        wanted = (rounded[:, 2:].min(axis=1) > 0) & (rounded[:, 2:].max(axis=1) >= min_face)
+        boxes, scores, rounded = boxes[wanted], scores[wanted], rounded[wanted]
+        sure = scores >= SURE_SCORE
+        sure[~sure] = self._confirm(rgb, boxes[~sure])
+        result = [tuple(int(v) for v in box) for box in rounded[sure]]
         return sorted(result, key=lambda b: b[2] * b[3], reverse=True)
 
     def looks_like_face_crop(self, image: np.ndarray) -> bool:
@@ -93,8 +90,9 @@ class FaceDetector:
             for x, y, w, h in boxes
         )
 
-    def _confirm(self, rgb: np.ndarray, box: np.ndarray) -> bool:
-        """Look again at a doubtful face on its own: a crop twice its size, at the model's native 128 px.
+    def _confirm(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Look again at doubtful faces, each on its own: a crop twice its size, at the model's native 128 px (all in
+        one batched call). Returns (K,) bools: found again.
 
         In the finer passes, textures (flag stars, a microphone, a badge) score 0.5-0.7; a face, seen at the size
         BlazeFace was trained for, is found again (IoU >= 0.5) with a score of at least CONFIRM_SCORE, and they are
@@ -102,28 +100,41 @@ class FaceDetector:
         faces re-scored 0.55-0.66, and none is left. The price, on 300 val/ faces pasted into 640x480 frames: 80 %
         found at 200 px instead of 91 %; and a 48 px face in a photo is found 2 times in 3.
         """
-        x, y, w, h = box
-        *corner, side = face_square(box, CONFIRM_CROP, shift_up=0.0)
-        if side < 2:
-            return False
-        crop = crop_face(rgb, box, CONFIRM_CROP, shift_up=0.0)
-        scale = NATIVE_SIDE / side
-        found, scores = self._run(rescale(crop, scale, side, side), scale)
-        checked = np.array([x - corner[0], y - corner[1], w, h])
-        return any(score >= CONFIRM_SCORE and iou(candidate, checked) >= 0.5 for candidate, score in zip(found, scores))
+        crops, checked = [], []
+        for box in boxes:
+            x, y, w, h = box
+            *corner, side = face_square(box, CONFIRM_CROP, shift_up=0.0)
+            crops.append(rescale(crop_face(rgb, box, CONFIRM_CROP, shift_up=0.0), NATIVE_SIDE / side, side, side))
+            checked.append(np.array([x - corner[0], y - corner[1], w, h]) * NATIVE_SIDE / side)
+        if not crops:
+            return np.zeros(0, bool)
+        regressors, logits = self._infer(np.stack(crops))
+        anchors = anchor_centres(NATIVE_SIDE, NATIVE_SIDE)
+        found = []
+        for reg, logit, box in zip(regressors, logits, checked):
+            candidates, scores = self._decode(reg, logit, anchors, 1.0)
+            found.append(any(score >= CONFIRM_SCORE and iou(c, box) >= 0.5 for c, score in zip(candidates, scores)))
+        return np.array(found, bool)
 
     def _run(self, small: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
         """One pass on `small`, a copy of the image scaled by `scale`: raw (N, 4) boxes in image pixels, and scores."""
         small_h, small_w = small.shape[:2]
         pad_w, pad_h = -(-small_w // STRIDE) * STRIDE, -(-small_h // STRIDE) * STRIDE
         canvas = cv2.copyMakeBorder(small, 0, pad_h - small_h, 0, pad_w - small_w, cv2.BORDER_CONSTANT, value=0)
-        blob = cv2.dnn.blobFromImage(canvas, 1 / 127.5, (pad_w, pad_h), (127.5, 127.5, 127.5))  # to [-1, 1], NCHW
-        net, lock, anchors = self._net(pad_w, pad_h)
-        with lock:  # a Net keeps its blobs between calls, and the app serves requests from several threads
-            net.setInput(blob)
-            outputs = net.forward(net.getUnconnectedOutLayersNames())
-        regressors, logits = sorted(outputs, key=lambda out: out.shape[-1], reverse=True)
-        regressors, logits = regressors.reshape(-1, 16), logits.reshape(-1)
+        regressors, logits = self._infer(canvas[None])
+        return self._decode(regressors[0], logits[0], anchor_centres(pad_w, pad_h), scale)
+
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BlazeFace on (N, H, W, 3) uint8 RGB images (sides multiples of STRIDE): regressors (N, A, 16), logits (N, A)."""
+        inputs = images.astype(np.float32)
+        inputs *= 1 / 127.5
+        inputs -= 1  # to [-1, 1]
+        regressors, logits = self._session.run(None, {"input": inputs})
+        return regressors, logits[..., 0]
+
+    def _decode(self, regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
+                scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (N, 4) in image pixels and scores of the anchors above the score threshold."""
         keep = logits > np.log(self.score_threshold / (1 - self.score_threshold))  # sigmoid(logit) > threshold
         anchors, reg = anchors[keep], regressors[keep]
         scores = 1 / (1 + np.exp(-logits[keep]))
@@ -132,29 +143,34 @@ class FaceDetector:
         boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
         return boxes, scores
 
-    def _net(self, width: int, height: int) -> tuple[cv2.dnn.Net, threading.Lock, np.ndarray]:
-        """The network, its lock and its anchor centres for an input of this size."""
-        if width * height > CACHED_PIXELS:
-            return cv2.dnn.readNetFromTFLite(str(MODEL_FILE)), threading.Lock(), anchor_centres(width, height)
-        with self._nets_lock:
-            if (width, height) in self._nets:
-                self._nets.move_to_end((width, height))
-            else:
-                if len(self._nets) >= MAX_NETS:
-                    self._nets.popitem(last=False)  # the least recently used
-                net = cv2.dnn.readNetFromTFLite(str(MODEL_FILE))
-                self._nets[(width, height)] = (net, threading.Lock(), anchor_centres(width, height))
-            return self._nets[(width, height)]
+
+@lru_cache(maxsize=1)
+def detector_session() -> ort.InferenceSession:
+    """The BlazeFace session, one per process (ONNX Runtime sessions take concurrent calls, of any input size)."""
+    if not MODEL_FILE.is_file():
+        raise RuntimeError(f"the face detector model {MODEL_FILE} is missing; it ships in models/ with the repo")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # One thread per call: each pass is small (0.7-3 ms), the app runs several calls at once on 2 cores, and idle
+    # worker threads would spin and take the CPU from decoding and the classifier.
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No memory arena: it would keep the buffers of the largest pass ever run (an upload's 1024x768: ~150 MB).
+    options.enable_cpu_mem_arena = False
+    return ort.InferenceSession(str(MODEL_FILE), options, providers=["CPUExecutionProvider"])
 
 
+@lru_cache(maxsize=32)
 def anchor_centres(width: int, height: int) -> np.ndarray:
-    """Anchor centres (N, 2) in pixels for an input of this size, in the order of the model's outputs."""
+    """Anchor centres (N, 2) in pixels for an input of this size, in the order of the model's outputs (read-only)."""
     grids = []
     for stride, count in ANCHORS_PER_CELL:
         ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
         centres = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], axis=-1).reshape(-1, 2)
         grids.append(np.repeat(centres, count, axis=0))
-    return np.concatenate(grids).astype(np.float32)
+    anchors = np.concatenate(grids).astype(np.float32)
+    anchors.flags.writeable = False
+    return anchors
 
 
 def rescale(image: np.ndarray, scale: float, width: int, height: int) -> np.ndarray:

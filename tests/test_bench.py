@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emotion.bench import FACE_COUNTS, SIZES, STAGES, TARGETS
+from emotion.bench import FACE_SIDES, SIZES, STAGES, TARGETS, place_face
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,9 +25,9 @@ def test_quick_benchmark_writes_every_frame_and_stage(tmp_path):
     assert "640x480_1face" in result.stdout and "fps" in result.stdout
     report = json.loads(out.read_text())
 
-    assert report["machine"]["cpu_count"] >= 1 and report["machine"]["versions"]["tensorflow-cpu"]
+    assert report["machine"]["cpu_count"] >= 1 and report["machine"]["versions"]["onnxruntime"]
     assert report["decoder"] == "emotion.images.load_image"
-    names = {f"{w}x{h}_{n}{'face' if n == 1 else 'faces'}" for w, h in SIZES for n in FACE_COUNTS}
+    names = {f"{w}x{h}_{kind}" for w, h in SIZES for kind in ("0faces", *FACE_SIDES, "5faces")}
     assert set(report["frames"]) == names
     for name, frame in report["frames"].items():
         assert frame["faces_found"] == frame["faces_intended"], name
@@ -41,3 +41,18 @@ def test_quick_benchmark_writes_every_frame_and_stage(tmp_path):
     assert set(report["targets"]) == set(TARGETS)
     assert report["targets"]["640x480_1face_pipeline_ms"]["pass"] in (True, False)
     assert report["targets"]["app_start_to_first_answer_s"]["pass"] is None
+    assert report["targets"]["640x480_1small_speedup_vs_fer"]["pass"] is None  # fer was not asked for
+
+
+def test_a_placed_face_has_the_size_asked_for():
+    from emotion.bench import example_photos, read_rgb
+    from emotion.detect import FaceDetector
+
+    detector = FaceDetector(24)
+    photo = read_rgb(next(p for p in example_photos() if p.name == "grace_hopper.jpg"))
+    (box,) = detector.detect(photo)
+    for side in FACE_SIDES.values():
+        frame = place_face(photo, box, (640, 480), side)
+        (found,) = detector.detect(frame)
+        assert abs(max(found[2:]) - side) <= 0.1 * side
+        assert abs(found[0] + found[2] / 2 - 320) < 0.1 * side and abs(found[1] + found[3] / 2 - 240) < 0.1 * side

@@ -105,3 +105,41 @@ def test_a_framed_face_crop_is_recognised_as_such(detector):
     box, = detector.detect(photo)
     crop = cv2.resize(crop_face(photo, box), (48, 48), interpolation=cv2.INTER_AREA)
     assert detector.looks_like_face_crop(crop)
+
+
+@pytest.mark.parametrize("size", [(128, 96), (256, 192), (128, 128), (512, 288)])
+def test_the_onnx_detector_computes_what_the_original_tflite_file_does(detector, size):
+    # The reference: MediaPipe's own .tflite file, run by OpenCV's DNN module (models/face_detector.md).
+    from emotion.detect import MODEL_FILE
+
+    width, height = size
+    image = cv2.resize(grace_hopper_rgb(), size, interpolation=cv2.INTER_AREA)
+    blob = cv2.dnn.blobFromImage(image, 1 / 127.5, size, (127.5, 127.5, 127.5))
+    net = cv2.dnn.readNetFromTFLite(str(MODEL_FILE.with_suffix(".tflite")))
+    net.setInput(blob)
+    expected = sorted(net.forward(net.getUnconnectedOutLayersNames()), key=lambda out: out.shape[-1], reverse=True)
+    regressors, logits = detector._infer(image[None])
+    np.testing.assert_allclose(regressors.reshape(-1, 16), expected[0].reshape(-1, 16), atol=1e-3)
+    np.testing.assert_allclose(logits.reshape(-1), expected[1].reshape(-1), atol=1e-3)
+    assert logits.max() > 0  # a face is in there: the comparison covers real detections, not only background
+
+
+def test_doubtful_faces_are_confirmed_in_one_batch_as_one_by_one(detector):
+    photo = grace_hopper_rgb()
+    (face,) = detector.detect(photo)
+    boxes = np.array([face, (5, 5, 60, 60), (face[0] + 4, face[1] - 3, face[2], face[3])], np.float32)
+    together = detector._confirm(photo, boxes)
+    assert together.tolist() == [detector._confirm(photo, box[None])[0] for box in boxes]
+    assert together.tolist() == [True, False, True]
+    assert detector._confirm(photo, np.zeros((0, 4), np.float32)).shape == (0,)
+
+
+def test_threads_share_the_detector_and_get_the_same_boxes(detector):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [cv2.imread(str(EXAMPLES / name))[:, :, ::-1].copy()
+              for name in ("grace_hopper.jpg", "group_three_women.jpg", "composite_four_faces.jpg")]
+    expected = [detector.detect(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(detector.detect, images * 4))
+    assert got == expected * 4

@@ -9,15 +9,15 @@ from huggingface_hub import constants
 
 from emotion import model_store
 from emotion.classifier import Classifier
-from emotion.model_store import BUNDLED_DIR, CONFIG_FILENAME, MODEL_FILENAME, ONNX_FILENAME
+from emotion.model_store import BUNDLED_DIR, CONFIG_FILENAME, INT8_FILENAME, MODEL_FILENAME, ONNX_FILENAME
 from emotion.networks import build_model
-from fakedata import chain
+from fakedata import chain, with_trained_statistics
 
 
 def test_bundled_model_loads_with_its_config():
     loaded = model_store.load(repo_id="bundled")
     assert loaded.source.startswith("bundled:")
-    assert loaded.classifier().runtime == "onnx" and loaded.session is not None
+    assert loaded.classifier().runtime == "onnx" and loaded.served == INT8_FILENAME
     assert loaded.model.output_shape == (None, 7)  # the Keras model too, on demand (training and evaluation)
     assert loaded.config["labels"][3] == "happy"
 
@@ -41,7 +41,7 @@ def test_offline_mode_falls_back(monkeypatch, caplog):
     assert "someone/model@v1" in caplog.text
 
 
-def fill_hub_cache(cache, repo_id, revision, files=(MODEL_FILENAME, ONNX_FILENAME), broken=None):
+def fill_hub_cache(cache, repo_id, revision, files=(MODEL_FILENAME, ONNX_FILENAME, INT8_FILENAME), broken=None):
     """Lay out a real huggingface_hub cache entry, as a past download would have left it (`broken`: that file cut
     short, as a partial download leaves it)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -60,9 +60,17 @@ def test_offline_start_uses_the_cached_download(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     loaded = model_store.load(repo_id="org/emotion", revision="v1")
-    assert loaded.source == "hub-cache:org/emotion@v1"
+    assert loaded.source == "hub-cache:org/emotion@v1" and loaded.served == INT8_FILENAME
     assert loaded.classifier().runtime == "onnx"
     assert loaded.model.output_shape == (None, 7)
+
+
+def test_a_revision_without_int8_file_serves_the_float_graph(tmp_path, monkeypatch):
+    fill_hub_cache(tmp_path, "org/emotion", "v1", files=(ONNX_FILENAME,))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = model_store.load(repo_id="org/emotion", revision="v1")
+    assert loaded.served == ONNX_FILENAME and loaded.classifier().runtime == "onnx"
 
 
 def test_a_revision_published_without_onnx_file_runs_its_keras_file(tmp_path, monkeypatch, caplog):
@@ -76,9 +84,9 @@ def test_a_revision_published_without_onnx_file_runs_its_keras_file(tmp_path, mo
     assert f"has no {ONNX_FILENAME}" in caplog.text
 
 
-@pytest.mark.parametrize("broken", [ONNX_FILENAME, MODEL_FILENAME])
+@pytest.mark.parametrize("broken", [INT8_FILENAME, ONNX_FILENAME, MODEL_FILENAME])
 def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog, broken):
-    files = (ONNX_FILENAME,) if broken == ONNX_FILENAME else (MODEL_FILENAME,)
+    files = (broken,)
     fill_hub_cache(tmp_path / "cache", "org/emotion", "v1", files=files, broken=broken)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -113,10 +121,10 @@ def test_online_path_downloads_the_pinned_revision(tmp_path, monkeypatch):
     monkeypatch.setenv("EMOTION_MODEL_REVISION", "abc123")
     loaded = model_store.load()
     assert loaded.source == "hub:org/emotion@abc123"
-    assert [c[1] for c in calls] == [CONFIG_FILENAME, ONNX_FILENAME]  # serving needs no .keras file
+    assert [c[1] for c in calls] == [CONFIG_FILENAME, INT8_FILENAME]  # serving needs only the INT8 graph
     assert all(c[0] == "org/emotion" and c[2] == "abc123" and not c[3] for c in calls)
     assert loaded.model.output_shape == (None, 7)  # asked for, the Keras model is fetched from the same revision
-    assert [c[1] for c in calls] == [CONFIG_FILENAME, ONNX_FILENAME, MODEL_FILENAME]
+    assert [c[1] for c in calls] == [CONFIG_FILENAME, INT8_FILENAME, MODEL_FILENAME]
 
 
 def test_a_local_model_folder_can_be_named(tmp_path):
@@ -132,24 +140,44 @@ def test_unsafe_lambda_layers_are_refused(tmp_path):
         model_store.load_model_dir(tmp_path)
 
 
-def test_export_writes_an_onnx_file_that_serves_like_keras(tmp_path, caplog):
-    model = build_model("vgg", widths=[8, 8, 8, 8])
-    faces = np.random.default_rng(0).random((32, 48, 48, 1), dtype=np.float32)
+def test_export_writes_onnx_files_that_serve_like_keras(tmp_path, caplog):
+    model = with_trained_statistics(build_model("vgg", widths=[8, 8, 8, 8]))
+    faces = np.random.default_rng(0).random((64, 48, 48, 1), dtype=np.float32)
     model.save(tmp_path / MODEL_FILENAME)
     shutil.copy(BUNDLED_DIR / CONFIG_FILENAME, tmp_path / CONFIG_FILENAME)
     with caplog.at_level(logging.INFO, logger="emotion.model_store"):
-        difference = model_store.export_onnx(model, tmp_path, faces)
-    assert 0 <= difference < 1e-4 and "differ by at most" in caplog.text
-    served = model_store.load(repo_id=str(tmp_path)).classifier()
-    assert served.runtime == "onnx" and served.model is None
+        report = model_store.export_onnx(model, tmp_path, faces[:32], calibration=faces[32:])
+    assert 0 <= report["onnx_max_abs_difference"] < 1e-4 and "differ by at most" in caplog.text
+    assert report["int8_top_label_agreement"] >= 0.97 and "keeps the float graph's top label" in caplog.text
+    loaded = model_store.load(repo_id=str(tmp_path))
+    served = loaded.classifier()
+    assert loaded.served == INT8_FILENAME and served.model is None
     reference = Classifier.from_config(model, model_store.read_config(tmp_path))
-    np.testing.assert_allclose(served.predict(faces), reference.predict(faces), atol=1e-5)
+    assert (served.predict(faces).argmax(1) == reference.predict(faces).argmax(1)).mean() >= 0.9
+    exact = Classifier.from_config(tmp_path / ONNX_FILENAME, model_store.read_config(tmp_path))
+    np.testing.assert_allclose(exact.predict(faces), reference.predict(faces), atol=1e-5)
+
+
+def test_an_int8_graph_that_changes_answers_is_not_written(tmp_path, caplog, monkeypatch):
+    from emotion import onnx_graph
+
+    model = with_trained_statistics(build_model("vgg", widths=[8, 8, 8, 8]))
+    faces = np.random.default_rng(0).random((32, 48, 48, 1), dtype=np.float32)
+    monkeypatch.setattr(onnx_graph, "MIN_INT8_AGREEMENT", 1.01)  # no quantized graph can keep more than all
+    with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
+        report = model_store.export_onnx(model, tmp_path, faces, calibration=faces)
+    assert report["int8_top_label_agreement"] is None and report["onnx_max_abs_difference"] is not None
+    assert not (tmp_path / INT8_FILENAME).exists() and (tmp_path / ONNX_FILENAME).exists()
+    assert f"Not writing {INT8_FILENAME}" in caplog.text
 
 
 def test_a_model_that_cannot_be_exported_is_reported_and_leaves_no_onnx_file(tmp_path, caplog):
-    (tmp_path / ONNX_FILENAME).write_bytes(b"an earlier model's graph")
+    for name in (ONNX_FILENAME, INT8_FILENAME):
+        (tmp_path / name).write_bytes(b"an earlier model's graph")
     unusual = chain(keras.layers.LayerNormalization(name="layer_norm"), keras.layers.Flatten(), keras.layers.Dense(7))
+    faces = np.zeros((2, 48, 48, 1), np.float32)
     with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
-        assert model_store.export_onnx(unusual, tmp_path, np.zeros((2, 48, 48, 1), np.float32)) is None
-    assert not (tmp_path / ONNX_FILENAME).exists()
+        report = model_store.export_onnx(unusual, tmp_path, faces, calibration=faces)
+    assert report == {"onnx_max_abs_difference": None, "int8_top_label_agreement": None}
+    assert not (tmp_path / ONNX_FILENAME).exists() and not (tmp_path / INT8_FILENAME).exists()
     assert "Could not export the model to ONNX" in caplog.text and "layer_norm" in caplog.text
