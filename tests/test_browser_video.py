@@ -2,13 +2,15 @@
 `python app.py` on loopback (fixture `app_url`). Screenshots go to test-artifacts/: look at them.
 """
 
+import csv
+import io
 import re
 import shutil
 import time
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, face_video
 from PIL import Image
 from videos import two_people_video
 
@@ -22,15 +24,33 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    """Chromium whose fake webcam plays a real face (examples/grace_hopper.jpg, slowly zooming)."""
+    webcam_video = face_video(tmp_path_factory.mktemp("webcam") / "face.y4m", 60, 15, "-pix_fmt", "yuv420p")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+                  "--no-first-run", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                  f"--use-file-for-fake-video-capture={webcam_video}"],
         )
         yield browser
         browser.close()
+
+
+def download_csv(page, link) -> list[dict[str, str]]:
+    """The rows of the CSV file a link on the page points to, fetched as the browser would."""
+    return list(csv.DictReader(io.StringIO(page.request.get(link.get_attribute("href")).text())))
+
+
+def check_live_timeline(rows: list[dict[str, str]]) -> None:
+    """One face (the clip's), followed frame after frame with rising times, with the video CSV's columns."""
+    assert len(rows) >= 5
+    assert list(rows[0])[:9] == ["time_s", "frame", "face_id", "x", "y", "w", "h", "label", "confidence"]
+    assert {row["face_id"] for row in rows} == {"1"}
+    times = [float(row["time_s"]) for row in rows]
+    assert times == sorted(times) and times[-1] > times[0]
 
 
 def open_page(browser, app_url, viewport=None, **options):
@@ -147,3 +167,31 @@ def test_phone_width_shows_the_result_where_the_user_looks(browser, app_url):
         screenshot(page, "phone_image_full.png")
     finally:
         context.close()
+
+
+def test_ip_camera_offers_the_timeline_when_the_stream_ends(page, face_clip, mjpeg_clip_server):
+    page.get_by_role("tab", name="IP camera").click()
+    page.get_by_label("Camera URL").fill(mjpeg_clip_server(face_clip, loop=False))  # 4 s of a face, then it ends
+    page.get_by_role("button", name="Start").click()
+    status = page.locator("#camera-status textarea")
+    sync_api.expect(status).to_have_value(
+        re.compile(r"^The camera stream ended\. \d+ frames shown\.$"), timeout=TIMEOUT_MS
+    )
+    link = page.locator("#camera-csv a[href$='camera_emotions.csv']")
+    sync_api.expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    check_live_timeline(download_csv(page, link))
+
+
+def test_webcam_timeline_can_be_downloaded_after_recording(page):
+    page.get_by_role("tab", name="Webcam").click()
+    webcam = page.locator("#webcam-input")
+    webcam.get_by_text("Click to Access Webcam").click()
+    webcam.locator("button", has_text="Record").click()
+    page.locator("#webcam-output img").wait_for()
+    time.sleep(3)
+    webcam.locator("button", has_text="Stop").click()
+    page.locator("#webcam-csv-button").click()
+    link = page.locator("#webcam-csv a[href$='webcam_emotions.csv']")
+    sync_api.expect(link).to_be_visible(timeout=TIMEOUT_MS)
+    check_live_timeline(download_csv(page, link))
+    screenshot(page, "tab_webcam_timeline.png")
