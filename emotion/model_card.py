@@ -36,6 +36,38 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
     widths = f" (filters per stage {'-'.join(map(str, training['widths']))})" if training.get("widths") else ""
     mix = training.get("mix", "none")
     mixing = f" with {mix} (alpha {training.get('mix_alpha')})" if mix != "none" else ""
+    results = "\n".join(
+        f"| {r['set']} | {r['labels']} | {r['samples']} | {r['accuracy']:.3f} | {r['balanced_accuracy']:.3f} | "
+        f"{r['macro_f1']:.3f} | {min(r['recall'].values()):.3f} ({min(r['recall'], key=r['recall'].get)}) |"
+        for r in config.get("development_results", [])
+    )
+    if results:
+        results = ("\n## Results on the development sets (the model as the app runs it)\n\n"
+                   "| set | labels | faces | accuracy | balanced accuracy | macro F1 | lowest recall |\n"
+                   "|---|---|---|---|---|---|---|\n" + results + "\n")
+    framing = config.get("framing")
+    preprocessing = (
+        f"- Preprocessing (`emotion.preprocess`): a square crop {framing['scale']}x the detector's face box, centred "
+        f"{framing['shift_up']} box heights above it, padded beyond the image border; grayscale, 48x48, "
+        f"normalised per face ({config.get('normalization', 'none')}).\n" if framing else "")
+    labels = training.get("labels", "fer2013")
+    label_text = {"fer2013": "FER2013's own labels",
+                  "ferplus": "the FER+ vote distributions over the 7 labels (contempt, unknown and not-a-face votes dropped)",
+                  "mix": f"{1 - training.get('ferplus_weight', 0.5):.0%} FER2013 label, "
+                         f"{training.get('ferplus_weight', 0.5):.0%} FER+ vote distribution"}[labels]
+    capture = (" plus capture augmentation (brightness, contrast, gamma, low light, blur, noise, JPEG quality 20-90, "
+               "16-24 px resolution)" if training.get("capture") else "")
+    photos = training.get("select_photos")
+    ferplus_used = labels != "fer2013" or any(r["labels"] == "FER+ majority" for r in config.get("development_results", []))
+    sources = "\n".join(line for line in (
+        f"- Faces: FER2013 (Goodfellow et al., 2013), `{training['data']}`; research use only, so the model inherits that "
+        "restriction.",
+        "- Labels: FER+ (Barsoum et al., 2016; github.com/microsoft/FERPlus, MIT licence), 10 annotators' votes per face"
+        + (", in the training targets and" if labels != "fer2013" else ",") + " in the evaluation by FER+ majority."
+        if ferplus_used else "",
+        f"- `{photos}` (SFEW 2.0, Dhall et al.; research use only): movie-frame faces used to select the checkpoint, "
+        "test-time augmentation and framing, never for training." if photos else "",
+    ) if line)
     rows = "\n".join(
         f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
         for label, m in metrics["per_class"].items()
@@ -80,15 +112,18 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 ![confusion matrix](confusion_matrix.png)
 ![training curves](training_curves.png)
 
+{results}
 ## Recipe
 
 - Architecture `{config['architecture']}`{widths}, {config['parameters']:,} parameters, input {config['input_size']}.
+{preprocessing}- Targets: {label_text}.
 - Optimizer {training['optimizer']} (lr {training['lr']}, weight decay {training['weight_decay']}), schedule {training['schedule']},
   {training['epochs']} epochs (best epoch {training['best_epoch']}), batch {training['batch_size']},
   label smoothing {training['label_smoothing']}, class weighting {training['class_weighting']},
-  augmentation {training['augment']}{mixing}, precision {training['precision']}, seed {training['seed']}.
+  augmentation {training['augment']}{mixing}{capture}, precision {training['precision']}, seed {training['seed']}.
 - Test-time augmentation: {config['tta']}; input blur sigma {config.get('blur_sigma', 0.0)} (softens sharp faces
-  toward the resampled ones training saw); both and the temperature {config['temperature']:.3f} chosen on the validation split.
+  toward the resampled ones training saw); both chosen on the validation split{' and the photos' if photos else ''}, the
+  temperature {config['temperature']:.3f} on the validation split.
 {averaging}{distilling}{lineage}- Trained in {training['training_seconds'] / 60:.0f} minutes on {training['hardware']}.
 - Reproduce: `python train.py --data DIR --config recipe.json` with this folder's `recipe.json` (every setting).
 
@@ -96,9 +131,9 @@ It is the model behind the facial emotion Space; `emotion.EmotionRecognizer` fin
 
 `{training['data']}`: {training['train_images']:,} training and {training['val_images']:,} validation images
 (a `train/` + `val/` layout, or one folder split {1 - training.get('val_fraction', 0.2):.0%}:{training.get('val_fraction', 0.2):.0%}
-stratified). Checkpoints were selected on validation only. The default model is trained on FER2013 (Goodfellow et
-al., 2013; `train/` = Training, `val/` = PublicTest), which is licensed for research use, so the model inherits that
-restriction.
+stratified). Checkpoints were selected on validation{' and the photos named below' if photos else ' only'}.
+
+{sources}
 
 ## Intended use and limits
 

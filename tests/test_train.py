@@ -3,6 +3,8 @@
 import json
 import logging
 import shutil
+import subprocess
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -117,8 +119,9 @@ def test_resume_continues_after_the_last_finished_epoch(data, trained, tmp_path,
 
 def test_single_folder_is_split_80_20_stratified(tmp_path):
     make_face_folders(tmp_path, per_class=10, labels=("angry", "happy", "sad"))
-    (x_train, y_train), (x_val, y_val) = load_dataset(tmp_path)
-    assert len(x_train) == 24 and len(x_val) == 6
+    (x_train, y_train, paths), (x_val, y_val, _) = load_dataset(tmp_path)
+    assert len(x_train) == 24 and len(x_val) == 6 and len(paths) == 24
+    assert x_train.dtype == np.uint8 and x_train.shape[1:] == (48, 48)  # faces in their own pixels
     assert sorted(np.bincount(y_val)[[0, 3, 5]]) == [2, 2, 2]
     a, b = stratified_split(np.repeat(np.arange(7), 20), seed=3), stratified_split(np.repeat(np.arange(7), 20), seed=3)
     np.testing.assert_array_equal(a[1], b[1])
@@ -251,7 +254,7 @@ def test_resume_refuses_a_mix_an_older_run_did_not_use(data, trained, tmp_path):
     for key in ("mix", "mix_alpha"):  # written before --mix existed
         state["recipe"].pop(key)
     state_path.write_text(json.dumps(state))
-    with pytest.raises(AssertionError, match="mix"):
+    with pytest.raises(SystemExit, match="mix"):
         train.main(["--data", str(data), "--out", str(out), *FAST, "--resume", "--mix", "cutmix"])
 
 
@@ -267,7 +270,8 @@ def test_training_with_cutmix_under_bfloat16_records_the_mix(data, tmp_path):
 
 def test_inference_setting_is_the_best_on_validation(data, trained):
     model = keras.saving.load_model(trained / "emotion_cnn.keras")
-    _, (x_val, y_val) = load_dataset(data)
+    _, (val_faces, y_val, _) = load_dataset(data)
+    x_val = train.model_inputs(val_faces[..., None], "equalize")
     tta, sigma, probs, plain = train.choose_inference(model, x_val, y_val)
     accuracy = lambda p: (p.argmax(1) == y_val).mean()
     every = [accuracy(Classifier(model, tta=t, blur_sigma=s).predict(x_val)) for t in ("none", "flip") for s in train.BLUR_SIGMAS]
@@ -327,11 +331,13 @@ def test_distillation_target_is_the_label_mixed_with_the_teacher():
     x, y, _ = flat_faces()
     labels = y.argmax(1)
     teacher = np.random.default_rng(0).dirichlet(np.ones(7), size=7).astype(np.float32)
-    recipe = dict(train.COMMON_DEFAULTS, class_weighting=False, batch_size=7, augment="none", distill_weight=0.25)
-    train_ds, _ = train.make_datasets((x.numpy(), labels), (x.numpy(), labels), recipe, teacher)
+    recipe = dict(train.COMMON_DEFAULTS, class_weighting=False, batch_size=7, augment="none", distill_weight=0.25,
+                  normalization="none", capture=False)
+    faces = x.numpy()[..., 0].astype(np.uint8)
+    train_ds, _ = train.make_datasets(faces, y, x.numpy(), labels, recipe, teacher)
     faces, targets, _ = next(iter(train_ds))
     for face, target in zip(faces.numpy(), targets.numpy()):
-        i = int(face[0, 0, 0])
+        i = int(round(face[0, 0, 0] * 255))
         np.testing.assert_allclose(target, 0.75 * y[i] + 0.25 * teacher[i], atol=1e-6)
     with pytest.raises(SystemExit, match="between 0 and 1"):
         train.resolve_recipe(train.parse_args(["--data", "d", "--distill-weight", "1.5"]))
@@ -343,9 +349,9 @@ def test_training_distilled_from_teachers_learns_their_mean(data, trained, tmp_p
     seen = {}
     make_datasets = train.make_datasets
 
-    def spy(train_data, val, recipe, teacher=None):
+    def spy(x_train, targets, x_val, y_val, recipe, teacher=None):
         seen["teacher"] = teacher
-        return make_datasets(train_data, val, recipe, teacher)
+        return make_datasets(x_train, targets, x_val, y_val, recipe, teacher)
 
     monkeypatch.setattr(train, "make_datasets", spy)
     out = tmp_path / "student"
@@ -354,7 +360,8 @@ def test_training_distilled_from_teachers_learns_their_mean(data, trained, tmp_p
     with caplog.at_level(logging.INFO, logger="train"):
         assert train.main(args) == 0
     assert f"teacher {trained}: probabilities for" in caplog.text and f"teacher {second}: probabilities for" in caplog.text
-    (x_train, _), _ = load_dataset(data)
+    (faces, _, _), _ = load_dataset(data)
+    x_train = train.model_inputs(faces[..., None], "equalize")  # the teachers' own preprocessing
     each = [Classifier.from_config(keras.saving.load_model(folder / "emotion_cnn.keras"),
                                    json.loads((folder / "config.json").read_text())) for folder in (trained, second)]
     # No temperature: the teachers' own probabilities.
@@ -369,9 +376,9 @@ def test_training_distilled_from_teachers_learns_their_mean(data, trained, tmp_p
 def test_a_single_teacher_written_as_a_string_still_resolves(tmp_path):
     # A hand-written --config may name its one teacher as a string.
     config = tmp_path / "recipe.json"
-    config.write_text(json.dumps({"distill_from": "models", "augment": "affine"}))
+    config.write_text(json.dumps({"distill_from": "runs/teacher", "augment": "affine"}))
     recipe = train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
-    assert recipe["distill_from"] == ["models"]
+    assert recipe["distill_from"] == ["runs/teacher"]
 
 
 def test_widening_keeps_every_prediction_and_refuses_to_shrink():
@@ -417,7 +424,7 @@ def test_resume_may_change_the_length_unless_the_schedule_is_cosine(data, traine
         train.main([*args, "--epochs", "1", "--resume"])
     cosine = tmp_path / "cosine"
     shutil.copytree(trained, cosine)
-    with pytest.raises(AssertionError, match="epochs"):  # a cosine schedule was built for its original length
+    with pytest.raises(SystemExit, match="epochs"):  # a cosine schedule was built for its original length
         train.main(["--data", str(data), "--out", str(cosine), *FAST, "--epochs", "6", "--resume"])
 
 
@@ -434,3 +441,104 @@ def test_widening_refuses_other_kernels_and_outputs_and_changes_nothing_then():
     with pytest.raises(ValueError, match="does not fit"):
         train.widen_into(small(), target)
     np.testing.assert_array_equal(target.get_layer("c1").kernel.numpy(), before)
+
+
+VOTES_HEADER = "split,label,file,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+
+
+def test_label_sources_are_fer2013_ferplus_votes_or_a_mix(tmp_path):
+    votes = tmp_path / "votes.csv"
+    # Face a: FER2013 says angry, FER+ 6 neutral + 2 anger + 2 contempt votes; face b: only unknown votes.
+    votes.write_text(VOTES_HEADER + "train,angry,a.jpg,6,0,0,0,2,0,0,2,0,0\ntrain,happy,b.jpg,0,0,0,0,0,0,0,0,9,1\n")
+    y = np.array([train.LABELS.index("angry"), train.LABELS.index("happy")])
+    paths = [Path("angry/a.png"), Path("happy/b.png")]
+    recipe = dict(train.COMMON_DEFAULTS)
+    onehot, keep = train.training_targets(y, paths, {**recipe, "labels": "fer2013"}, None)
+    np.testing.assert_array_equal(onehot, np.eye(7)[y])
+    assert keep.all()
+    soft, keep = train.training_targets(y, paths, {**recipe, "labels": "ferplus"}, votes)
+    assert keep.tolist() == [True, False]  # no vote left among the 7 labels: skipped
+    assert soft[0][train.LABELS.index("neutral")] == 0.75 and soft[0][train.LABELS.index("angry")] == 0.25
+    mixed, keep = train.training_targets(y, paths, {**recipe, "labels": "mix", "ferplus_weight": 0.2}, votes)
+    assert keep.all()
+    np.testing.assert_allclose(mixed[0], 0.8 * np.eye(7)[y[0]] + 0.2 * soft[0])
+    np.testing.assert_array_equal(mixed[1], np.eye(7)[y[1]])  # the FER2013 label alone where FER+ has no vote
+    with pytest.raises(SystemExit, match="--votes"):
+        train.training_targets(y, paths, {**recipe, "labels": "mix"}, tmp_path / "missing.csv")
+
+
+def test_soft_class_weights_count_target_shares():
+    y = np.array([0, 0, 0, 1])
+    np.testing.assert_allclose(train.class_weights(y), train.class_weights(np.eye(7)[y]))
+    weights = train.class_weights(np.eye(7)[y])
+    assert np.isclose((np.eye(7)[y] @ weights).mean(), 1.0) and weights[1] > weights[0]
+
+
+def test_training_with_mixed_labels_reads_the_votes_beside_the_data(data, tmp_path, caplog):
+    names = [p.stem for p in sorted((data / "train").rglob("*.png"))]
+    votes = data.parent / "fer2013" / "ferplus_votes.csv"
+    votes.parent.mkdir(exist_ok=True)
+    votes.write_text(VOTES_HEADER + "".join(f"train,x,{name}.jpg,1,1,1,1,1,1,1,0,0,0\n" for name in names[:5]))
+    out = tmp_path / "mixed"
+    with caplog.at_level(logging.INFO, logger="train"):
+        assert train.main(["--data", str(data), "--out", str(out), *FAST, "--epochs", "1", "--labels", "mix",
+                           "--ferplus-weight", "0.3"]) == 0
+    assert "FER+ votes for" in caplog.text
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["labels"] == "mix" and recipe["ferplus_weight"] == 0.3
+    votes.unlink()
+
+
+def test_the_resolved_recipe_is_saved_when_the_run_starts(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):  # stops after the recipe is written: the votes it asks for do not exist
+        train.main(["--data", str(data), "--out", str(out), *FAST, "--labels", "ferplus", "--votes", "nowhere.csv"])
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["labels"] == "ferplus" and recipe["epochs"] == 5 and recipe["normalization"] == "equalize"
+    assert set(recipe) == set(train.resolve_recipe(train.parse_args(["--data", "d"])))  # every setting, resolved
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"epochs": 3, "learning_rate": 0.1}, "unknown settings"),
+    ({"epochs": 0}, "epochs must be a positive"),
+    ({"ferplus_weight": 2}, "ferplus-weight must be between 0 and 1"),
+    ({"labels": "votes"}, "labels must be one of"),
+    ({"normalization": "sharpen"}, "normalization must be one of"),
+    ({"init_from": "models"}, "git:<commit>:models"),
+    ([1, 2], "JSON object"),
+])
+def test_config_files_are_checked_with_clear_errors(tmp_path, content, message):
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps(content))
+    with pytest.raises(SystemExit, match=message):
+        train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
+    config.write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read --config"):
+        train.resolve_recipe(train.parse_args(["--data", "d", "--config", str(config)]))
+
+
+def test_a_git_model_reference_is_the_folder_as_committed(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout
+    folder = train.model_folder(f"git:{head.strip()}:models")
+    assert folder.is_relative_to(Path("runs/git-models"))
+    committed = subprocess.run(["git", "show", f"{head.strip()}:models/config.json"], capture_output=True, check=True)
+    assert (folder / "config.json").read_bytes() == committed.stdout
+    assert (folder / "emotion_cnn.keras").stat().st_size > 100_000
+    with pytest.raises(SystemExit, match="git has no"):
+        train.model_folder(f"git:{head.strip()}:no/such/folder")
+    with pytest.raises(SystemExit, match="git:REV:PATH"):
+        train.model_folder("git:onlyrev")
+
+
+def test_capture_augmentation_changes_faces_reproducibly():
+    face = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+    seed = np.array([7, 11])
+    a, b = train.model_inputs(face, "equalize", seed), train.model_inputs(face, "equalize", seed)
+    np.testing.assert_array_equal(a, b)
+    plain = train.model_inputs(face, "equalize")
+    assert a.shape == plain.shape == (3, 48, 48, 1) and not np.array_equal(a, plain)
+    rng = np.random.default_rng(1)
+    changed = [not np.array_equal(train.capture_augment(face[0, ..., 0], rng), face[0, ..., 0]) for _ in range(20)]
+    assert sum(changed) >= 15  # most draws change the face (a few draw nothing at all)
