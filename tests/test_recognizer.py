@@ -41,8 +41,8 @@ def test_a_face_crop_is_classified_as_a_whole(recognizer):
 def test_a_face_crop_without_detection_is_classified_whole(recognizer):
     photo = grace_hopper_rgb()
     (x, y, w, h) = recognizer.detect(photo)[0].box
-    # Brows to chin only: too tight for the detector, which needs a little of the head around the face.
-    crop = photo[int(y + 0.25 * h) : int(y + 0.875 * h), int(x + 0.25 * w) : int(x + 0.75 * w)]
+    # Inside BlazeFace's brows-to-chin box: too tight for the detector, which needs a little of the head around it.
+    crop = photo[int(y + 0.1 * h) : int(y + 0.95 * h), int(x + 0.1 * w) : int(x + 0.9 * w)]
     crop = cv2.resize(crop, (48, 48), interpolation=cv2.INTER_AREA)
     assert recognizer.detector.detect(crop) == []
     faces = recognizer.detect(crop)
@@ -105,3 +105,16 @@ def test_the_bundled_model_reads_full_size_photos_as_people_do(recognizer):
         assert len(faces) == len(expected), name
         agree += sum(face.label == label for face, label in zip(faces, expected))
     assert agree >= 9
+
+
+def test_a_face_cut_by_the_border_is_reported_inside_the_image_and_read_from_a_padded_crop(recognizer):
+    photo = grace_hopper_rgb()
+    (x, y, w, h) = recognizer.detector.detect(photo)[0]
+    cut = photo[y + h // 3 :]
+    raw, = recognizer.detector.detect(cut)
+    face, = recognizer.detect(cut)
+    assert raw[1] < 0 and face.box[1] == 0 and face.box[1] + face.box[3] <= cut.shape[0]  # clipped for the user...
+    padded = recognizer.preprocess_boxes(cut, [raw])
+    clipped = recognizer.preprocess_boxes(cut, [face.box])
+    assert not np.array_equal(padded, clipped)  # ...but classified from the crop framed around the whole face box
+    np.testing.assert_allclose(recognizer.classify_faces(padded)[0], list(face.probabilities.values()), atol=1e-5)
