@@ -4,7 +4,8 @@
 
 Frames of 640x480 and 1280x720 are built from the photos in examples/: a portrait with its face blurred away (0
 faces), the same portrait scaled so that its face is 250 px (1face) or 60 px (1small), and five face crops tiled
-on it (5faces). With --compare-fer the `fer` package runs on each frame right after this project's pipeline. Each frame is
+on it (5faces). With --compare-fer the `fer` package runs on each
+frame in alternation with this project's pipeline (one of ours, one of fer's), so both see the same load. Each frame is
 JPEG-encoded once, then every iteration times the stages of `EmotionRecognizer.detect` + `annotate` separately:
 decode (JPEG bytes -> RGB with the app's decoder), detect, preprocess (crop + preprocess_face + stack), classify
 (one batched call) and annotate; pipeline is detect to annotate (what `EmotionRecognizer.detect` +
@@ -234,20 +235,31 @@ def run_once(recognizer: EmotionRecognizer, decode: Callable[[bytes], np.ndarray
 
 
 def time_frame(
-    recognizer: EmotionRecognizer, decode: Callable, jpeg: bytes, repeats: int, warmup: int, budget_s: float | None
+    recognizer: EmotionRecognizer, decode: Callable, jpeg: bytes, repeats: int, warmup: int, budget_s: float | None,
+    alongside: Callable[[], tuple[float, int]] | None = None,
 ) -> dict:
     """Median and p95 per stage over `repeats` timed runs (fewer if `budget_s` seconds run out first, but at
-    least MIN_REPEATS) after `warmup` untimed ones, and the face counts the timed runs found."""
+    least MIN_REPEATS) after `warmup` untimed ones, and the face counts the timed runs found.
+
+    `alongside` (seconds and faces found of another pipeline on the same frame) runs after each of ours, so that
+    both sample the same moments of a busy machine: its median ms and faces found come back as "alongside"."""
     for _ in range(warmup):
         run_once(recognizer, decode, jpeg)
-    results = repeat_within(lambda: run_once(recognizer, decode, jpeg), repeats, budget_s)
-    runs, counts = [times for times, _ in results], {count for _, count in results}
+        if alongside:
+            alongside()
+    results = repeat_within(lambda: (run_once(recognizer, decode, jpeg), alongside and alongside()), repeats, budget_s)
+    runs, counts = [times for (times, _), _ in results], {count for (_, count), _ in results}
     stages = {}
     for stage in STAGES:
         ms = np.array([run[stage] for run in runs]) * 1000
         stages[stage] = {"median_ms": _sig(np.median(ms)), "p95_ms": _sig(np.percentile(ms, 95))}
     fps = _sig(1000 / stages["total"]["median_ms"])
-    return {"faces_staged": sorted(counts), "stages": stages, "fps": fps, "repeats": len(runs)}
+    timing = {"faces_staged": sorted(counts), "stages": stages, "fps": fps, "repeats": len(runs)}
+    if alongside:
+        other = [result for _, result in results]
+        timing["alongside"] = {"median_ms": _sig(np.median([t for t, _ in other]) * 1000),
+                               "faces_found": other[-1][1]}
+    return timing
 
 
 def repeat_within(run: Callable[[], Any], repeats: int, budget_s: float | None) -> list:
@@ -265,18 +277,25 @@ def _sig(value: float) -> float:
 
 
 def bench_frames(
-    recognizer: EmotionRecognizer, decode: Callable, frames: dict, repeats: int, warmup: int, budget_s: float | None
-) -> dict:
-    """Per frame: faces intended and found (by `EmotionRecognizer.detect` itself), JPEG size and stage timings."""
-    results = {}
+    recognizer: EmotionRecognizer, decode: Callable, frames: dict, repeats: int, warmup: int, budget_s: float | None,
+    fer: Any = None,
+) -> tuple[dict, dict]:
+    """Per frame: faces intended and found (by `EmotionRecognizer.detect` itself), JPEG size and stage timings; and,
+    with a `fer` detector, fer's median ms per frame, timed in alternation with ours, and the speed-up."""
+    results, fer_results = {}, {}
     for name, (rgb, intended) in frames.items():
         jpeg = encode_jpeg(rgb)  # once per frame: every iteration decodes the same bytes
         found = len(recognizer.detect(decode(jpeg)))
         if found != intended:
             print(f"warning: {name} was built with {intended} faces but the detector finds {found}", file=sys.stderr)
-        timing = time_frame(recognizer, decode, jpeg, repeats, warmup, budget_s)
+        alongside = None if fer is None else fer_runner(fer, rgb)
+        timing = time_frame(recognizer, decode, jpeg, repeats, warmup, budget_s, alongside)
+        if fer is not None:
+            theirs = timing.pop("alongside")
+            ours = timing["stages"]["pipeline"]["median_ms"]
+            fer_results[name] = {**theirs, "speedup": round(theirs["median_ms"] / ours, 2)}
         results[name] = {"faces_intended": intended, "faces_found": found, "jpeg_bytes": len(jpeg), **timing}
-    return results
+    return results, fer_results
 
 
 def fer_detector() -> Any:
@@ -287,19 +306,16 @@ def fer_detector() -> Any:
     return FER()
 
 
-def time_fer(detector: Any, rgb: np.ndarray, repeats: int, budget_s: float | None) -> dict:
-    """`fer`'s whole pipeline on one frame: median ms and the faces it found."""
+def fer_runner(detector: Any, rgb: np.ndarray) -> Callable[[], tuple[float, int]]:
+    """One timed call of `fer`'s whole pipeline on the frame: (seconds, faces found)."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # fer reads images in OpenCV's BGR order
-    for _ in range(3):
-        detector.detect_emotions(bgr)
 
     def timed() -> tuple[float, int]:
         started = time.perf_counter()
         found = detector.detect_emotions(bgr)
         return time.perf_counter() - started, len(found)
 
-    runs = repeat_within(timed, repeats, budget_s)
-    return {"median_ms": _sig(np.median([t for t, _ in runs]) * 1000), "faces_found": runs[-1][1]}
+    return timed
 
 
 def cold_model_load() -> dict:
@@ -464,16 +480,11 @@ def main(argv: list[str] | None = None) -> int:
     decode, decoder_name = load_image, "emotion.images.load_image"
     frames, photos = make_frames(recognizer.detector)
     result = {"machine": machine_info(), "model": recognizer.source, "runtime": recognizer.classifier.runtime,
-              "decoder": decoder_name, "photos": photos, "warmup": warmup, "frames": {}}
+              "decoder": decoder_name, "photos": photos, "warmup": warmup}
     fer = fer_detector() if args.compare_fer else None
+    result["frames"], fer_results = bench_frames(recognizer, decode, frames, repeats, warmup, budget, fer)
     if fer is not None:
-        result["fer"] = {}
-    for name, frame in frames.items():  # fer right after ours on each frame: a ratio from the same minute
-        result["frames"].update(bench_frames(recognizer, decode, {name: frame}, repeats, warmup, budget))
-        if fer is not None:
-            timing = time_fer(fer, frame[0], repeats, budget)
-            ours = result["frames"][name]["stages"]["pipeline"]["median_ms"]
-            result["fer"][name] = {**timing, "speedup": round(timing["median_ms"] / ours, 2)}
+        result["fer"] = fer_results
     result["cold"] = {
         "model_load": {"skipped": "--quick"} if args.quick else cold_model_load(),
         "app": {"skipped": "--no-app"} if args.no_app else cold_app(example_photos()[0]),

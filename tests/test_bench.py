@@ -56,3 +56,26 @@ def test_a_placed_face_has_the_size_asked_for():
         (found,) = detector.detect(frame)
         assert abs(max(found[2:]) - side) <= 0.1 * side
         assert abs(found[0] + found[2] / 2 - 320) < 0.1 * side and abs(found[1] + found[3] / 2 - 240) < 0.1 * side
+
+
+def test_a_pipeline_timed_alongside_alternates_with_ours():
+    import time
+
+    from emotion.bench import encode_jpeg, example_photos, read_rgb, time_frame
+    from emotion.images import load_image
+    from emotion.recognizer import EmotionRecognizer
+
+    recognizer = EmotionRecognizer.load(repo_id="bundled")
+    photo = read_rgb(next(p for p in example_photos() if p.name == "grace_hopper.jpg"))
+    calls = []
+
+    def other() -> tuple[float, int]:  # a second real pipeline: ours again, at a smaller minimum face
+        started = time.perf_counter()
+        found = len(recognizer.detect(photo, 24))
+        calls.append(found)
+        return time.perf_counter() - started, found
+
+    timing = time_frame(recognizer, load_image, encode_jpeg(photo), repeats=3, warmup=1, budget_s=None,
+                        alongside=other)
+    assert timing["repeats"] == len(calls) - 1 and timing["faces_staged"] == [1]  # one warm-up call, then one each
+    assert timing["alongside"]["faces_found"] == 1 and timing["alongside"]["median_ms"] > 0
