@@ -36,7 +36,7 @@ from emotion.camera import CameraError, iter_camera_frames, redact_url
 from emotion.data import IMAGE_SUFFIXES
 from emotion.detect import DEFAULT_MIN_FACE, SMALLEST_FACE
 from emotion.analyze import analyze_image, in_source_pixels
-from emotion.images import ImageError
+from emotion.images import ImageError, return_big_buffers_to_the_os
 from emotion.recognizer import Face
 from emotion.plots import plot_timeline
 from emotion.tracking import FaceTracker
@@ -87,6 +87,7 @@ def remove_cache_folder(folder: Path, lock: Path) -> None:
 
 # Before any Block exists: Gradio reads its cache folder (GRADIO_TEMP_DIR) when a Block is made.
 os.environ["GRADIO_TEMP_DIR"] = str(claim_cache_folder())
+return_big_buffers_to_the_os()  # decoded photos' memory goes back at once, not kept per worker thread
 
 
 def save_image_atomically(image: Image.Image, cache_dir: str, name: str = "image", format: str = "webp") -> str:
@@ -169,11 +170,6 @@ REMOTE_FILE = "Send the file itself: this app does not download files from URLs.
 MAX_UPLOAD_BYTES = MAX_BYTES  # per file, for photos and the Video tab's videos (its limit is the larger)
 UPLOAD_LIMIT = f"files up to {MAX_UPLOAD_BYTES // 1024**2} MB"
 FAILED_SUMMARY = "**No result.** This image could not be analysed."
-TINY_SIDE = 48  # pixels: an image whose shorter side is under this has no face the model could read (48x48 input)
-TOO_SMALL = (
-    "This image is only {width}x{height} pixels: too small to find a face in. Please use a larger photo, where the "
-    f"face is at least {DEFAULT_MIN_FACE} pixels wide."
-)
 MAX_RATE = 30.0  # frames analysed per second, at most (a video's own rate caps it too)
 VIDEO_LIMITS = (
     f"Videos up to {MAX_DURATION_S / 60:.0f} minutes and {MAX_BYTES // 1024**2} MB "
@@ -283,9 +279,6 @@ def predict(
         result = analyze_image(recognizer, image.get("path"), min_face, limit)
     except (ImageError, ValueError) as error:  # a message for the user, not a traceback in the log
         raise error_notes.error(request, "image", str(error)) from None
-    height, width = result.rgb.shape[:2]
-    if not result.faces and min(height, width) < TINY_SIDE:
-        raise error_notes.error(request, "image", TOO_SMALL.format(width=width, height=height))
     annotated = recognizer.annotate(result.rgb, result.faces, min_side=ANNOTATE_MIN_SIDE)
     faces = [in_source_pixels(face, result.scale) for face in result.faces]
     probabilities = faces[0].probabilities if faces else None

@@ -29,6 +29,11 @@ from .video import DEFAULT_RATE, VIDEO_SUFFIXES, Timeline, VideoError, analyze_v
 
 log = logging.getLogger(__name__)
 CSV_NAME = "emotions.csv"
+TINY_SIDE = 48  # pixels: an image whose shorter side is under this holds no face the model could read (48x48 input)
+TOO_SMALL = (
+    "This image is only {width}x{height} pixels: too small to find a face in. Please use a larger photo, where the "
+    f"face is at least {DEFAULT_MIN_FACE} pixels wide."
+)
 
 
 @dataclass
@@ -63,10 +68,17 @@ def in_source_pixels(face: Face, scale: float) -> Face:
 def analyze_image(
     recognizer: EmotionRecognizer, path: str | os.PathLike, min_face_size: int | None = None, threshold: float = 0.0
 ) -> ImageResult:
-    """Load a photo (ImageError if unusable), then find and classify its faces; `min_face_size` in its own pixels."""
+    """Load a photo, then find and classify its faces; `min_face_size` in its own pixels.
+
+    Raises ImageError, with a message for the user, for a file that is unusable, and for one too small to hold a
+    face in which none was found ("lower the minimum face size" cannot help there).
+    """
     rgb = load_image(path)
     scale = source_scale(path, rgb)
     faces = recognizer.detect(rgb, work_min_face(min_face_size, scale))
+    height, width = (round(side / scale) for side in rgb.shape[:2])
+    if not faces and min(height, width) < TINY_SIDE:
+        raise ImageError(TOO_SMALL.format(width=width, height=height))
     return ImageResult(rgb, [face for face in faces if face.confidence >= threshold], scale)
 
 

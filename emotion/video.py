@@ -26,7 +26,7 @@ from .tracking import FaceTracker, TrackedFace
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".m4v")
 # Only these demuxers may open an upload: FFmpeg would also follow playlists (HLS, concat) to other files and URLs.
 CONTAINER_FORMATS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi"
-MAX_DURATION_S = 300.0  # about 1.5-2.5 minutes of work on 2 cores at the default rate (see README)
+MAX_DURATION_S = 300.0  # 5 minutes of 640x480 at 30 frames/s: about a minute of CPU time (see README)
 MAX_BYTES = 500 * 1024 * 1024
 MAX_FRAME_PIXELS = 4096 * 4096
 DEFAULT_RATE = 10.0  # frames analysed per second: every frame of a video up to this rate

@@ -102,3 +102,11 @@ def test_nothing_readable_is_an_error(tmp_path):
     result = run_cli(str(broken), str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "out"))
     assert result.returncode == 1
     assert "warning: skipped" in result.stderr and "0 file(s) analysed, 2 skipped" in result.stdout
+
+
+def test_a_tiny_photo_is_told_it_is_too_small(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (40, 33), (128, 128, 128)).save(tiny)
+    result = run_cli(str(tiny), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "This image is only 40x33 pixels: too small to find a face in." in result.stderr
