@@ -523,6 +523,8 @@ def analyze_video_file(
     log.info("Video: %d frames, %d analysed, %d faces", result.frames, result.analysed, len(summary))
     if result.note:
         gr.Warning(result.note)
+    if result.timeline.dropped:
+        gr.Warning(f"Too many faces for one table: the CSV keeps the last {len(result.timeline.rows)} rows.")
     return str(result.video_path), str(csv_path), str(plot_path), summary
 
 

@@ -1,5 +1,6 @@
 """Decode whatever a user uploads into an upright RGB uint8 array of bounded size."""
 
+import ctypes
 import io
 import math
 import os
@@ -56,6 +57,21 @@ def load_image(source: str | os.PathLike | bytes | np.ndarray | Image.Image | No
             raise ImageError(EMPTY)
         return _read(source)
     raise TypeError(f"load_image() cannot read a {type(source).__name__}")
+
+
+def return_big_buffers_to_the_os(threshold: int = 1 << 20) -> bool:
+    """Make glibc's malloc serve every block of at least `threshold` bytes by mmap, so that freeing one gives its
+    memory back to the OS at once. Call once per process, at start.
+
+    By default glibc raises that threshold as big blocks are freed, and then keeps them in each thread's arena:
+    8 threads decoding an 8000x8000 float TIFF (2 at a time) peaked 2.4 GB above the start and kept 1.9 GB when
+    done; with a fixed 1 MB threshold, 0.65 GB and nothing kept, and the photo pipeline as fast (134 ms per two
+    example photos with 1 MB or 32 MB, alternated in one process). False where the C library is not glibc.
+    """
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def downscale_to(image: np.ndarray, max_side: int) -> np.ndarray:

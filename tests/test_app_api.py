@@ -6,11 +6,13 @@ import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -433,3 +435,60 @@ def test_cache_is_emptied_at_start_and_at_exit(tmp_path):
             stop_process(process)
     assert list(ours.glob("run-*")) == [], list(ours.rglob("*"))
     assert [path for path in cache.rglob("*") if path.is_file() and path.name != "cleanup.lock"] == []
+
+
+def gray16_png(width: int, height: int) -> bytes:
+    """A black 16-bit grayscale PNG, built row by row (a few hundred KB, however big)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor, row = zlib.compressobj(9), bytes(1 + 2 * width)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of process `pid`, in MB."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_small_files_that_decode_huge_keep_the_app_memory_bounded(app_url, app_server_pid, tmp_path):
+    # The worst photos for memory: a 8000x8000 float TIFF and 16-bit PNG, a few hundred KB each, which once cost
+    # about 1.3 GB and 1 GB each to decode. Two run at once (the photo concurrency limit), from 4 users in a loop;
+    # the app's RSS is sampled every 50 ms. What each decode may cost is pinned in test_images.py; this is the app.
+    if app_server_pid is None:
+        pytest.skip("the app's process was not found, so its memory cannot be read")
+    tiff, png = tmp_path / "float.tif", tmp_path / "gray16.png"
+    Image.new("F", (8000, 8000), 0.5).save(tiff, compression="tiff_adobe_deflate")
+    png.write_bytes(gray16_png(8000, 8000))
+    Client(app_url, verbose=False).predict(handle_file(str(FACE_PHOTO)), api_name="/predict")  # model loaded, warm
+    baseline = rss_mb(app_server_pid)
+    samples, done = [baseline], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            samples.append(rss_mb(app_server_pid))
+
+    def user(path: Path) -> list[int]:
+        client = Client(app_url, verbose=False)
+        return [len(client.predict(handle_file(str(path)), api_name="/predict")[2]) for _ in range(3)]
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(user, [tiff, png, tiff, png]))
+    finally:
+        done.set()
+        sampler.join()
+    assert answers == [[0, 0, 0]] * 4  # flat pictures: answered, no face
+    report = {"baseline_mb": round(baseline, 1), "peak_mb": round(max(samples), 1),
+              "growth_mb": round(max(samples) - baseline, 1), "samples": len(samples)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "hostile_photos_memory.json").write_text(json.dumps(report, indent=2))
+    print(report)
+    # Two decodes at once, each bounded by ~340 MB (the decoded picture plus its shrinking), and allocator slack.
+    assert report["growth_mb"] < 900, report
