@@ -170,6 +170,8 @@ REMOTE_FILE = "Send the file itself: this app does not download files from URLs.
 MAX_UPLOAD_BYTES = MAX_BYTES  # per file, for photos and the Video tab's videos (its limit is the larger)
 UPLOAD_LIMIT = f"files up to {MAX_UPLOAD_BYTES // 1024**2} MB"
 FAILED_SUMMARY = "**No result.** This image could not be analysed."
+# The webcam and IP-camera tabs keep their faces' latest rows (about 12 MB): 13 minutes of one face at 25 frames/s.
+LIVE_TIMELINE_ROWS = 20_000
 MAX_RATE = 30.0  # frames analysed per second, at most (a video's own rate caps it too)
 VIDEO_LIMITS = (
     f"Videos up to {MAX_DURATION_S / 60:.0f} minutes and {MAX_BYTES // 1024**2} MB "
@@ -320,7 +322,7 @@ class WebcamSession:
     def __init__(self) -> None:
         """A fresh tracker, timeline and frame-rate window (one per webcam session)."""
         self.tracker = FaceTracker(recognizer, smoothing=0.6)
-        self.timeline = Timeline()
+        self.timeline = Timeline(LIVE_TIMELINE_ROWS)
         self.started = time.monotonic()
         self.window_start = time.perf_counter()
         self.window_frames = 0
@@ -398,7 +400,7 @@ def camera_frames(
     if previous is not None:
         previous.set()  # else the first stream could no longer be stopped and would hold a camera slot to its end
     stop = session["stop"] = threading.Event()
-    timeline = session["timeline"] = Timeline()
+    timeline = session["timeline"] = Timeline(LIVE_TIMELINE_ROWS)
     tracker = FaceTracker(recognizer, smoothing=0.6)
     started = time.monotonic()
     frames = 0

@@ -162,7 +162,7 @@ def test_a_phone_video_stored_sideways_is_analysed_upright(recognizer, tmp_path)
 
 def test_a_video_without_faces_has_an_empty_timeline(recognizer, tmp_path):
     result = analyze_video(recognizer, two_people_video(tmp_path / "empty_room.mp4", seconds=2, people=False))
-    assert result.frames == 30 and result.timeline.rows == []
+    assert result.frames == 30 and list(result.timeline.rows) == []
 
 
 @pytest.mark.parametrize(
@@ -228,6 +228,19 @@ def test_timeline_plot_is_a_picture_of_each_face(analysed, tmp_path):
     # The happy line of face 2 (Barack Obama, smiling) is drawn in happy's colour somewhere in the lower panel.
     happy = np.all(np.abs(image.astype(int) - [250, 200, 0]) < 40, axis=2)
     assert happy[image.shape[0] // 2 :].sum() > 200
+
+
+def test_timeline_keeps_the_latest_rows_up_to_its_limit(analysed):
+    from emotion.recognizer import face_from_probs
+    from emotion.tracking import TrackedFace
+
+    result, _ = analysed
+    timeline = Timeline(max_rows=10)
+    faces = {row[1]: row for row in result.timeline.rows}  # frame -> one of its rows, replayed as a tracked face
+    for frame, row in sorted(faces.items()):
+        timeline.add(row[0], frame, [TrackedFace(row[2], face_from_probs(row[3:7], np.array(row[9:])))])
+    assert len(timeline.rows) == 10 and timeline.dropped == len(faces) - 10
+    assert [row[1] for row in timeline.rows] == sorted(faces)[-10:]
 
 
 def test_timeline_keeps_photo_rows_without_a_time(recognizer, tmp_path):
