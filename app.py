@@ -37,9 +37,8 @@ from emotion.data import IMAGE_SUFFIXES
 from emotion.detect import DEFAULT_MIN_FACE, SMALLEST_FACE
 from emotion.analyze import analyze_image, in_source_pixels
 from emotion.images import ImageError, return_big_buffers_to_the_os
-from emotion.recognizer import Face
 from emotion.plots import plot_timeline
-from emotion.tracking import FaceTracker
+from emotion.tracking import FaceTracker, TrackedFace
 from emotion.video import (
     DEFAULT_RATE, MAX_BYTES, MAX_DURATION_S, NO_FACES, VIDEO_SUFFIXES, Timeline, VideoError, analyze_video,
     annotate_tracked,
@@ -226,9 +225,9 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def confident(faces: list[Face], threshold: float) -> list[Face]:
-    """The faces whose top label reaches the confidence threshold."""
-    return [face for face in faces if face.confidence >= threshold]
+def confident(faces: list[TrackedFace], threshold: float) -> list[TrackedFace]:
+    """The tracked faces whose top label reaches the confidence threshold."""
+    return [tracked for tracked in faces if tracked.face.confidence >= threshold]
 
 
 def _finite(value: Any) -> float | None:
@@ -354,7 +353,7 @@ def annotate_webcam(
     started = time.perf_counter()
     session = session or WebcamSession()
     session.tracker.detect_every = int(every)
-    faces = [t for t in session.tracker.track(frame, int(min_face_size)) if t.face.confidence >= float(threshold)]
+    faces = confident(session.tracker.track(frame, int(min_face_size)), float(threshold))
     session.timeline.add(time.monotonic() - session.started, session.tracker.frames - 1, faces)
     annotated = annotate_tracked(recognizer, frame, faces)
     fps = session.tick(time.perf_counter() - started)
@@ -409,7 +408,7 @@ def camera_frames(
         camera = iter_camera_frames(url, frame_skip=int(frame_skip), max_duration=float(max_duration), stop_event=stop)
         log.info("Camera stream from %s", redact_url(url))  # never the URL itself: it may hold a password
         for frame in camera:
-            faces = [t for t in tracker.track(frame, int(min_face_size)) if t.face.confidence >= float(threshold)]
+            faces = confident(tracker.track(frame, int(min_face_size)), float(threshold))
             timeline.add(time.monotonic() - started, frames, faces)
             frames += 1
             rate = frames / (time.monotonic() - started)

@@ -25,9 +25,10 @@ from .detect import DEFAULT_MIN_FACE, SMALLEST_FACE
 from .images import ImageError, load_image
 from .recognizer import EmotionRecognizer, Face
 from .tracking import TrackedFace
-from .video import DEFAULT_RATE, VIDEO_SUFFIXES, Timeline, VideoError, analyze_video, work_min_face, write_rows
+from .video import (
+    CSV_COLUMNS, DEFAULT_RATE, VIDEO_SUFFIXES, Timeline, VideoError, analyze_video, work_min_face, write_rows,
+)
 
-log = logging.getLogger(__name__)
 CSV_NAME = "emotions.csv"
 TINY_SIDE = 48  # pixels: an image whose shorter side is under this holds no face the model could read (48x48 input)
 TOO_SMALL = (
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     done = skipped = 0
     with open(args.out / CSV_NAME, "w", newline="") as file, tqdm(files, unit="file", desc="files") as bar:
         writer = csv.writer(file)
-        write_rows(writer, [], {"file": None}, header=True)
+        writer.writerow(["file", *CSV_COLUMNS])
         for path in bar:
             bar.set_postfix_str(path.name[-40:])
             stem = _unique(path.stem, names)

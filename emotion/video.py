@@ -95,8 +95,9 @@ class Timeline:
 
     def write_csv(self, path: str | os.PathLike, extra: dict[str, object] | None = None) -> None:
         """Write the rows as CSV (`extra` columns, such as a file name, go first)."""
+        rows = list(self.rows)  # a snapshot: a live view may add rows from another thread meanwhile
         with open(path, "w", newline="") as file:
-            write_rows(csv.writer(file), self.rows, extra, header=True)
+            write_rows(csv.writer(file), rows, extra, header=True)
 
     def series(self, face_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Times (n,) and probabilities (n, 7) of one face."""
