@@ -420,6 +420,8 @@ SEEDS = [
     encode(Image.new("CMYK", (8, 8)), "JPEG"),
     encode(Image.new("RGB", (6, 6)), "BMP"),
     encode(Image.new("RGB", (6, 6)), "TIFF"),
+    encode(Image.new("F", (6, 6), 0.5), "TIFF"),  # float and 16-bit pictures take their own path (shrink first)
+    flat_png(6, 6, 16),
     animation("GIF"),
 ] + ([animation("WEBP")] if features.check("webp") else [])
 
