@@ -10,6 +10,7 @@ in; annotated image, the probabilities of the most prominent face, and every fac
 
 import atexit
 import fcntl
+import functools
 import logging
 import math
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,11 @@ CAMERA_HANDOVER_S = 15.0
 CAMERAS_BUSY = (
     "Two camera streams are already running, the most this app serves at once. Try again when one of them ends."
 )
+# Videos likewise: 1 analysed at a time and at most 2 waiting for it, outside Gradio's queue (videos waiting there
+# would lock photos out as long as they take); beyond that a visitor is told at once.
+VIDEO_RUNNING = threading.Semaphore(1)
+VIDEO_ADMITTED = threading.BoundedSemaphore(3)
+VIDEOS_BUSY = "Other videos are being analysed, as many as this app takes at once. Try again in a few minutes."
 REMOTE_FILE = "Send the file itself: this app does not download files from URLs."
 MAX_UPLOAD_BYTES = MAX_BYTES  # per file, for photos and the Video tab's videos (its limit is the larger)
 UPLOAD_LIMIT = f"files up to {MAX_UPLOAD_BYTES // 1024**2} MB"
@@ -529,6 +535,22 @@ def analyze_video_file(
     return str(result.video_path), str(csv_path), str(plot_path), summary
 
 
+def one_video_at_a_time(analyze: Callable[..., Any]) -> Callable[..., Any]:
+    """`analyze` run one call at a time, with at most 2 more calls waiting; any further call fails at once."""
+
+    @functools.wraps(analyze)  # Gradio reads the signature (gr.Request, gr.Progress) through the wrapper
+    def admitted(*args: Any, **kwargs: Any) -> Any:
+        if not VIDEO_ADMITTED.acquire(blocking=False):
+            raise gr.Error(VIDEOS_BUSY, print_exception=False)
+        try:
+            with VIDEO_RUNNING:
+                return analyze(*args, **kwargs)
+        finally:
+            VIDEO_ADMITTED.release()
+
+    return admitted
+
+
 def video_failed(request: gr.Request) -> tuple[None, None, None, None, str]:
     """After a failed analysis: clear the previous video's results and keep the reason on screen."""
     reason = error_notes.pop(request, "video") or "The video could not be analysed."
@@ -691,8 +713,8 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
         api_visibility="private",
     )
     video_analysed = video_btn.click(
-        analyze_video_file, inputs=[video_in, video_rate, min_face_size, threshold], outputs=video_outputs,
-        api_name="analyze_video", concurrency_limit=1, concurrency_id="video",
+        one_video_at_a_time(analyze_video_file), inputs=[video_in, video_rate, min_face_size, threshold],
+        outputs=video_outputs, api_name="analyze_video", concurrency_limit=None,  # see VIDEO_ADMITTED
     )
     video_analysed.success(
         video_done, inputs=video_summary, outputs=video_status, api_name="video_done", api_visibility="private",
@@ -710,7 +732,7 @@ with gr.Blocks(title="Facial emotion recognition", delete_cache=(600, 600)) as d
 # videos 1 at a time, in separate groups so that a long stream never blocks a photo; more at once would only slow every one of them down.
 # A stream holds its slot while it runs, bounded by WEBCAM_TIME_LIMIT or the camera's maximum duration. At most 16
 # requests wait: beyond that a visitor is told at once that the queue is full, which beats unbounded latency.
-# Camera streams never wait in that queue (see CAMERA_SLOTS).
+# Camera streams and videos never wait in that queue (see CAMERA_SLOTS and VIDEO_ADMITTED).
 demo.queue(max_size=16, default_concurrency_limit=2)
 
 
