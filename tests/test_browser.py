@@ -20,6 +20,10 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never a browser downloaded by `playwright install`
 FPS_SECONDS = 10  # how long the webcam frame rate is measured
+# Issue 17 aims at 24 annotated frames/s (the stream's ceiling is 25; README, Performance). The browser shares the 2
+# cores with the app here, and other work may run beside them (5.8 frames/s at a load average of 20): a third of the
+# target is what this test insists on.
+MIN_WEBCAM_FPS = 8
 TIMEOUT_MS = 60_000  # generous: 2 busy cores
 
 pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
@@ -98,15 +102,18 @@ def test_webcam_tab_streams_annotated_frames(page):
     frames = page.evaluate("window.framesShown") - first
     fps = frames / FPS_SECONDS
     rate_text = page.locator("#webcam-fps textarea").input_value()
+    size = page.evaluate("(() => { const img = document.querySelector('#webcam-output img');"
+                         " return [img.naturalWidth, img.naturalHeight]; })()")
     screenshot(page, "tab_webcam.png")
     webcam.locator("button", has_text="Stop").click()
 
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "webcam_fps.json").write_text(
         json.dumps({"seconds": FPS_SECONDS, "frames_shown": frames, "fps_in_browser": round(fps, 2),
-                    "server_says": rate_text, "frame_size": "640x480"}, indent=2)
+                    "server_says": rate_text, "frame_size": "x".join(map(str, size))}, indent=2)
     )
-    assert frames >= 10, f"only {frames} annotated frames in {FPS_SECONDS} s"  # the counter rises, steadily
+    assert size == [640, 480]  # the frames come back at the size the app asks the camera for
+    assert fps >= MIN_WEBCAM_FPS, f"only {frames} annotated frames in {FPS_SECONDS} s"
     assert "frames/s" in rate_text  # the processing rate is shown
 
 
