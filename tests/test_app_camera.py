@@ -286,3 +286,29 @@ def test_credentials_never_reach_the_log(app_server, client, web_server):
     log = app_server.log_path.read_text()
     assert "***@127.0.0.1" in log  # the attempt was logged, redacted
     assert secret not in log
+
+
+def test_a_cancelled_stream_frees_its_slot(app_url, web_server):
+    # Gradio closes a cancelled run's generator: the stream's camera slot must come back with it, or two cancelled
+    # streams would leave the cameras busy for good.
+    clients = [Client(app_url, verbose=False) for _ in range(2)]
+    jobs = [c.submit(f"{web_server}/stream.mjpg", *DEFAULTS, api_name="/camera") for c in clients]
+    for job in jobs:
+        wait_for_frames(job, 2)
+    for job in jobs:
+        job.cancel()
+    again = Client(app_url, verbose=False)
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while True:  # the slots come back once Gradio has closed the cancelled generators
+        job = again.submit(f"{web_server}/stream.mjpg", *DEFAULTS, api_name="/camera")
+        try:
+            wait_for_frames(job, 2, timeout=15)
+            break
+        except AssertionError:
+            with pytest.raises(AppError, match="Two camera streams are already running"):
+                job.result(timeout=5)
+            assert time.monotonic() < deadline, "the cancelled streams kept their slots"
+            time.sleep(1)
+    again.predict(api_name="/stop_camera")
+    job.result(timeout=FINISH_TIMEOUT)
+    assert job.outputs()[-1][1].startswith("Stopped.")
