@@ -41,6 +41,7 @@ PHOTOS = sorted(str(p) for p in (ROOT / "examples").glob("*.jpg"))
 QUEUE_FULL_MESSAGE = "Queue is full"  # gradio_client/client.py: QueueError("Queue is full! Please try again.")
 APP_START_TIMEOUT = 180  # seconds: the 2 cores may be shared with a training run
 WINDOW = 10.0  # seconds per window of the latency-over-time report
+HTTP_TIMEOUT_S = 60.0  # per HTTP request of a call (upload, join, download): twice the default --max-p95
 
 
 def is_queue_full(error: BaseException) -> bool:
@@ -123,7 +124,12 @@ class UserStats:
 def user(index: int, url: str, start: threading.Barrier, clock: dict, stats: UserStats, downloads: str) -> None:
     """One user: its own Client, then /predict on the example photos in turn until the deadline."""
     try:
-        client = Client(url, verbose=False, download_files=downloads, analytics_enabled=False)
+        # Each HTTP request may take up to HTTP_TIMEOUT_S: gradio_client's own 20 s is less than the p95 bound,
+        # so on a starved machine it gave up on uploads and downloads the app was still serving.
+        client = Client(
+            url, verbose=False, download_files=downloads, analytics_enabled=False,
+            httpx_kwargs={"timeout": HTTP_TIMEOUT_S},
+        )
     except Exception as error:  # noqa: BLE001 (any failure to connect is an error of the run)
         stats.error(f"connect: {type(error).__name__}: {error}")
         client = None
