@@ -143,3 +143,25 @@ def test_threads_share_the_detector_and_get_the_same_boxes(detector):
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(detector.detect, images * 4))
     assert got == expected * 4
+
+
+def test_a_large_pass_gives_its_memory_back():
+    # ONNX Runtime's arena would keep the buffers of a 1024x768 pass (about 90 MB) for the life of the app.
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from emotion.detect import FaceDetector
+def rss():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+detector = FaceDetector()
+frame = np.zeros((480, 640, 3), np.uint8)
+detector.detect(frame)
+before = rss()
+detector.detect(np.full((3000, 4000, 3), 90, np.uint8), 24)  # passes up to 1024x768
+detector.detect(frame)
+print(rss() - before)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert float(done.stdout.split()[-1]) < 60
