@@ -5,6 +5,7 @@ import contextlib
 import http.client
 import io
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -201,6 +202,8 @@ def iter_camera_frames(
     """
     if frame_skip < 0:
         raise ValueError("frame_skip must be >= 0")
+    if not math.isfinite(max_duration) or max_duration <= 0:  # NaN would never end the stream
+        raise ValueError("max_duration must be a finite number of seconds above 0")
     target = validate_camera_url(url)
     deadline = time.monotonic() + max_duration
 

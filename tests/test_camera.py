@@ -657,6 +657,12 @@ def test_negative_frame_skip_is_a_programming_error(camera_http):
         iter_camera_frames(camera_http + "/numbered", frame_skip=-1)
 
 
+@pytest.mark.parametrize("max_duration", [float("nan"), float("inf"), 0.0, -1.0])
+def test_a_duration_that_would_never_end_is_a_programming_error(camera_http, max_duration):
+    with pytest.raises(ValueError, match="max_duration"):
+        iter_camera_frames(camera_http + "/numbered", max_duration=max_duration)
+
+
 def test_stream_that_ends(camera_http):
     frames, error = collect(iter_camera_frames(camera_http + "/ends"))
     assert gray_levels(frames) == pytest.approx([50, 60], abs=2)
