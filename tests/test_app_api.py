@@ -123,7 +123,8 @@ def test_face_crop_is_classified_whole(client, tmp_path):
     cv2.imwrite(str(crop), cv2.resize(photo[107:328, 157:378], (64, 64), interpolation=cv2.INTER_AREA))
     _, label, faces = client.predict(handle_file(str(crop)), api_name="/predict")
     assert len(faces) == 1
-    assert faces[0]["box"] == [0, 0, 64, 64]  # found by the detector or, failing that, taken whole
+    x, y, w, h = faces[0]["box"]  # found by the detector (its own box, inside the crop) or, failing that, taken whole
+    assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64 and w >= 40 and h >= 40
     assert label["label"] == faces[0]["label"]
 
 
