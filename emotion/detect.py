@@ -153,8 +153,8 @@ def detector_session() -> ort.InferenceSession:
         raise RuntimeError(f"the face detector model {MODEL_FILE} is missing; it ships in models/ with the repo")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # One thread per call: each pass is small (0.7-3 ms), the app runs several calls at once on 2 cores, and idle
-    # worker threads would spin and take the CPU from decoding and the classifier.
+    # One thread per call: a second one made a 256x192 pass slower even on an idle machine (3.50 against 3.24 ms,
+    # timed alternately), and the app runs several calls at once on its 2 cores.
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(MODEL_FILE), options, providers=["CPUExecutionProvider"])

@@ -51,7 +51,8 @@ class LoadedModel:
     hub: tuple[str, str, bool] | None = field(default=None, repr=False)  # repo, revision, offline: to fetch .keras
 
     def classifier(self) -> Classifier:
-        """The classifier the config describes, on ONNX Runtime (on TensorFlow for a folder without .onnx file)."""
+        """The classifier the config describes, on ONNX Runtime (a folder without .onnx file: its Keras model,
+        converted in memory by `emotion.onnx_graph`, or run by TensorFlow when it does not convert)."""
         return Classifier.from_config(self.session or self.model, self.config)
 
     @cached_property
@@ -97,7 +98,7 @@ def load_serving_dir(folder: str | Path, source: str, hub: tuple[str, str, bool]
     config = read_config(folder)
     served = next((name for name in SERVED_FILENAMES if (folder / name).is_file()), MODEL_FILENAME)
     if served == MODEL_FILENAME:
-        log.warning("%s has no %s: running %s on TensorFlow (slower start, more memory)", folder, ONNX_FILENAME,
+        log.warning("%s has no %s: loading %s with TensorFlow (slower start, more memory)", folder, ONNX_FILENAME,
                     MODEL_FILENAME)
         loaded = LoadedModel(folder, config, source, None, MODEL_FILENAME, hub)
         loaded.model  # noqa: B018 - load (and check) it now, so that a broken folder fails here

@@ -43,6 +43,16 @@ COUNT_FRAMES = """(selector) => {
                {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
 }"""
 
+# The size of the shown frame: the <img> whose new src has finished loading (a frame may be mid-load when asked).
+FRAME_SIZE = """async (selector) => {
+    for (let i = 0; i < 100; i++) {
+        const img = document.querySelector(selector);
+        if (img && img.complete && img.naturalWidth > 0) return [img.naturalWidth, img.naturalHeight];
+        await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return [0, 0];
+}"""
+
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
@@ -102,8 +112,7 @@ def test_webcam_tab_streams_annotated_frames(page):
     frames = page.evaluate("window.framesShown") - first
     fps = frames / FPS_SECONDS
     rate_text = page.locator("#webcam-fps textarea").input_value()
-    size = page.evaluate("(() => { const img = document.querySelector('#webcam-output img');"
-                         " return [img.naturalWidth, img.naturalHeight]; })()")
+    size = page.evaluate(FRAME_SIZE, "#webcam-output img")
     screenshot(page, "tab_webcam.png")
     webcam.locator("button", has_text="Stop").click()
 
