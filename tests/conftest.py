@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # --- The environment: tests and the apps they launch never inherit these from the developer's shell. ---
@@ -260,3 +261,22 @@ def app_server_pid(app_server) -> int | None:
         if ppid == os.getpid() and b"app.py" in argv:
             return int(entry.name)
     return None
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    """The bundled model folder plus its float emotion_cnn.onnx, which models/ leaves out to stay under 10 MB (the
+    app serves the INT8 graph; train.py writes both): exported here from the bundled .keras file, as train.py does."""
+    import shutil
+
+    from emotion import onnx_graph
+    from emotion.model_store import BUNDLED_DIR, ONNX_FILENAME, load_model_dir
+
+    folder = tmp_path_factory.mktemp("model")
+    for path in BUNDLED_DIR.iterdir():
+        if path.is_file():
+            shutil.copy(path, folder / path.name)
+    model, _ = load_model_dir(BUNDLED_DIR)
+    faces = np.random.default_rng(0).random((64, 48, 48, 1), dtype=np.float32)
+    onnx_graph.export(model, folder / ONNX_FILENAME, faces)
+    return folder

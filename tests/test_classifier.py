@@ -6,7 +6,7 @@ import pytest
 from emotion import onnx_graph
 from emotion.calibration import apply_temperature
 from emotion.classifier import Classifier
-from emotion.model_store import BUNDLED_DIR, ONNX_FILENAME, load
+from emotion.model_store import BUNDLED_DIR, INT8_FILENAME, ONNX_FILENAME, load
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +92,17 @@ def test_a_model_onnx_cannot_translate_stays_on_tensorflow():
         Classifier(unusual, runtime="onnx")
 
 
-def test_the_shipped_onnx_file_runs_without_keras_and_agrees_with_it(model):
+def test_the_onnx_files_run_without_keras_and_agree_with_it(model, model_folder):
     x = faces(6)
-    served = Classifier(BUNDLED_DIR / ONNX_FILENAME, tta="flip", blur_sigma=0.5, temperature=0.8)
+    served = Classifier(model_folder / ONNX_FILENAME, tta="flip", blur_sigma=0.5, temperature=0.8)
     assert served.runtime == "onnx" and served.model is None
     reference = Classifier(model, tta="flip", blur_sigma=0.5, temperature=0.8, runtime="tensorflow")
     np.testing.assert_allclose(served.predict(x), reference.predict(x), atol=1e-5)
     assert served.predict(faces(0)).shape == (0, 7)
-    same = Classifier((BUNDLED_DIR / ONNX_FILENAME).read_bytes())  # bytes work as well as a path
+    same = Classifier((model_folder / ONNX_FILENAME).read_bytes())  # bytes work as well as a path
     np.testing.assert_allclose(same.predict(x), Classifier(model, runtime="tensorflow").predict(x), atol=1e-5)
+    int8 = Classifier(BUNDLED_DIR / INT8_FILENAME).predict(faces(64))  # the served graph: quantised, close
+    float_probs = Classifier(model_folder / ONNX_FILENAME).predict(faces(64))
+    assert np.abs(int8 - float_probs).max() < 0.1 and (int8.argmax(1) == float_probs.argmax(1)).mean() >= 0.9
     with pytest.raises(ValueError, match="ONNX Runtime only"):
-        Classifier(BUNDLED_DIR / ONNX_FILENAME, runtime="tensorflow")
+        Classifier(BUNDLED_DIR / INT8_FILENAME, runtime="tensorflow")

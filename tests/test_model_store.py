@@ -41,22 +41,22 @@ def test_offline_mode_falls_back(monkeypatch, caplog):
     assert "someone/model@v1" in caplog.text
 
 
-def fill_hub_cache(cache, repo_id, revision, files=(MODEL_FILENAME, ONNX_FILENAME, INT8_FILENAME), broken=None):
-    """Lay out a real huggingface_hub cache entry, as a past download would have left it (`broken`: that file cut
-    short, as a partial download leaves it)."""
+def fill_hub_cache(source, cache, repo_id, revision, files=(MODEL_FILENAME, ONNX_FILENAME, INT8_FILENAME), broken=None):
+    """Lay out a real huggingface_hub cache entry of the model folder `source`, as a past download would have left it
+    (`broken`: that file cut short, as a partial download leaves it)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
     for name in (CONFIG_FILENAME, *files):
-        data = (BUNDLED_DIR / name).read_bytes()
+        data = (source / name).read_bytes()
         (snapshot / name).write_bytes(data[:1000] if name == broken else data)
     (repo / "refs").mkdir()
     (repo / "refs" / revision).write_text(commit)
 
 
-def test_offline_start_uses_the_cached_download(tmp_path, monkeypatch):
-    fill_hub_cache(tmp_path, "org/emotion", "v1")
+def test_offline_start_uses_the_cached_download(model_folder, tmp_path, monkeypatch):
+    fill_hub_cache(model_folder, tmp_path, "org/emotion", "v1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     loaded = model_store.load(repo_id="org/emotion", revision="v1")
@@ -65,16 +65,16 @@ def test_offline_start_uses_the_cached_download(tmp_path, monkeypatch):
     assert loaded.model.output_shape == (None, 7)
 
 
-def test_a_revision_without_int8_file_serves_the_float_graph(tmp_path, monkeypatch):
-    fill_hub_cache(tmp_path, "org/emotion", "v1", files=(ONNX_FILENAME,))
+def test_a_revision_without_int8_file_serves_the_float_graph(model_folder, tmp_path, monkeypatch):
+    fill_hub_cache(model_folder, tmp_path, "org/emotion", "v1", files=(ONNX_FILENAME,))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     loaded = model_store.load(repo_id="org/emotion", revision="v1")
     assert loaded.served == ONNX_FILENAME and loaded.classifier().runtime == "onnx"
 
 
-def test_a_revision_published_without_onnx_file_runs_its_keras_file(tmp_path, monkeypatch, caplog):
-    fill_hub_cache(tmp_path, "org/emotion", "v0", files=(MODEL_FILENAME,))
+def test_a_revision_published_without_onnx_file_runs_its_keras_file(model_folder, tmp_path, monkeypatch, caplog):
+    fill_hub_cache(model_folder, tmp_path, "org/emotion", "v0", files=(MODEL_FILENAME,))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
@@ -85,9 +85,9 @@ def test_a_revision_published_without_onnx_file_runs_its_keras_file(tmp_path, mo
 
 
 @pytest.mark.parametrize("broken", [INT8_FILENAME, ONNX_FILENAME, MODEL_FILENAME])
-def test_corrupt_cached_model_falls_back(tmp_path, monkeypatch, caplog, broken):
+def test_corrupt_cached_model_falls_back(model_folder, tmp_path, monkeypatch, caplog, broken):
     files = (broken,)
-    fill_hub_cache(tmp_path / "cache", "org/emotion", "v1", files=files, broken=broken)
+    fill_hub_cache(model_folder, tmp_path / "cache", "org/emotion", "v1", files=files, broken=broken)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with caplog.at_level(logging.WARNING, logger="emotion.model_store"):
