@@ -43,8 +43,9 @@ def annotate(image: np.ndarray, faces: list[Annotatable], min_side: int | None =
         color = COLORS.get(face.label, (255, 255, 255))
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), color, line, cv2.LINE_AA)
         text = f"{face.label} {face.confidence * 100:.0f}%"
-        # Text height follows the face (readable next to it) within bounds set by the whole image.
-        font_scale = float(np.clip(w / 260, short / 1400, short / 250))
+        # Text height follows the face (readable next to it) within bounds set by the whole image. The lower bound
+        # follows the width too: a phone shows the whole image 390 px wide, where the tags must still be read.
+        font_scale = float(np.clip(w / 260, max(short / 1400, width / 900), max(short, width / 2) / 250))
         font_scale = max(font_scale, 0.3)
         thickness = max(1, round(font_scale * 2))
         (tw, th), base = cv2.getTextSize(text, FONT, font_scale, thickness)

@@ -48,3 +48,14 @@ def test_min_side_never_enlarges_past_the_size_cap():
 def test_grayscale_input_comes_back_rgb():
     out = annotate(np.zeros((100, 100), np.uint8), [])
     assert out.shape == (100, 100, 3)
+
+
+def test_tags_stay_legible_when_a_wide_photo_is_shown_at_phone_width():
+    from emotion.recognizer import Face
+
+    photo = np.zeros((533, 1024, 3), np.uint8)
+    small_face = Face((100, 200, 60, 60), "happy", 0.9, {})
+    out = annotate(photo, [small_face])
+    rows = np.flatnonzero((out != 0).any(axis=(1, 2)))
+    tag_height = 200 - rows.min()  # the tag sits above the box
+    assert tag_height * 390 / 1024 >= 8  # at least 8 px tall on a 390 px wide screen
