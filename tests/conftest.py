@@ -102,6 +102,23 @@ def serve_mjpeg(clip: Path, *output_args: str, loop: bool = True) -> tuple[subpr
     return process, url
 
 
+def wait_until_serving(process: subprocess.Popen, url: str, log_path: Path) -> None:
+    """Wait for an app process to answer HTTP 200 at `url`; fail with the end of its log if it exits or takes longer
+    than APP_START_TIMEOUT."""
+    started = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() - started > APP_START_TIMEOUT:
+            pytest.fail(f"app.py was not ready after {APP_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
     """Terminate `process`, killing it if it has not exited after `timeout` seconds."""
     process.terminate()
@@ -185,17 +202,7 @@ def app_server(tmp_path_factory) -> Iterator[AppServer]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=APP_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() - started > APP_START_TIMEOUT:
-                pytest.fail(f"app.py was not ready after {APP_START_TIMEOUT} s:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(process, url, log_path)
         start_seconds = time.monotonic() - started
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / "app_start.json").write_text(json.dumps({"start_to_http_200_s": round(start_seconds, 2)}, indent=2))

@@ -8,14 +8,12 @@ map (/proc/PID/maps: TensorFlow's native libraries) must show no TensorFlow, and
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import APP_ENV_VARIABLES, APP_ROOT, APP_START_TIMEOUT, ARTIFACTS, free_port, stop_process
+from conftest import APP_ENV_VARIABLES, APP_ROOT, ARTIFACTS, free_port, stop_process, wait_until_serving
 
 FORBIDDEN = ("tensorflow", "keras", "tf_keras", "tensorboard")
 SERVING_RSS_MB = 400  # issue 17: the serving process after its first requests
@@ -54,16 +52,7 @@ def served_app(tmp_path_factory):
         process = subprocess.Popen([sys.executable, "-X", "importtime", "app.py"], cwd=APP_ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + APP_START_TIMEOUT
-        while True:
-            assert process.poll() is None, f"app.py exited:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"app.py not ready:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(process, url, log_path)
         client = Client(url, verbose=False, download_files=str(tmp / "client"), analytics_enabled=False)
         for name in ("grace_hopper.jpg", "group_three_women.jpg", "composite_four_faces.jpg"):
             annotated, _, faces = client.predict(handle_file(str(APP_ROOT / "examples" / name)), api_name="/predict")
