@@ -23,7 +23,8 @@ def write_model_card(folder: str | Path, config: dict, metrics: dict) -> Path:
             f"- Warm restart: started from the weights of `{training['init_from']}`"
             + (f" ({before.get('epochs_run')} epochs of {before.get('optimizer')}, lr {before.get('lr')}, "
                f"{before.get('schedule')}, {before.get('training_seconds', 0) / 60:.0f} minutes)" if before else "")
-            + "; reproduce that model first, then this recipe.\n"
+            + ("; `train.py` takes it from git as committed, so this recipe reruns from a clean clone.\n"
+               if str(training["init_from"]).startswith("git:") else "; reproduce that model first, then this recipe.\n")
         )
     distilling = ""
     if training.get("distill_from"):
