@@ -523,7 +523,7 @@ def development_results(classifier: Classifier, x_val: np.ndarray, y_val: np.nda
 
     probs = classifier.predict(x_val)
     rows = [row(f"{data} validation faces", "FER2013", y_val, probs)]
-    if val_majority is not None:
+    if val_majority is not None and (val_majority >= 0).any():  # FER+ votes for some validation faces
         scored = val_majority >= 0
         rows.append(row(f"{data} validation faces", "FER+ majority", val_majority[scored], probs[scored]))
     if photos is not None:
