@@ -35,11 +35,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from emotion import ferplus
 from emotion.bench import machine_info
 from emotion.calibration import apply_temperature, fit_temperature
 from emotion.classifier import Classifier
-from emotion import ferplus
-from emotion.data import IMAGE_SUFFIXES, load_dataset, load_faces
+from emotion.data import load_dataset, load_faces
 from emotion.labels import LABELS
 from emotion.metrics import compute_metrics, format_metrics
 from emotion.model_card import write_model_card
