@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .labels import LABELS
-from .preprocess import preprocess_face
+from .preprocess import resize_face
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VAL_SPLIT_NAMES = ("val", "validation", "test")
@@ -35,19 +35,12 @@ def load_faces(root: str | Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
             gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
             if gray is None:
                 raise ValueError(f"cannot decode image {path}")
-            images.append(preprocess_face(gray, "none")[:, :, 0])
+            images.append(resize_face(gray))
             targets.append(index)
             paths.append(path)
     if not images:
         raise ValueError(f"no images found under {root}")
-    faces = np.round(np.stack(images) * 255).astype(np.uint8)
-    return faces, np.asarray(targets, dtype=np.int64), paths
-
-
-def load_folder(root: str | Path, normalization: str = "equalize") -> tuple[np.ndarray, np.ndarray]:
-    """Load `root/<label>/*` as model inputs (N, 48, 48, 1) float32 (`preprocess_face`) and (N,) int labels."""
-    faces, targets, _ = load_faces(root)
-    return np.stack([preprocess_face(face, normalization) for face in faces]), targets
+    return np.stack(images), np.asarray(targets, dtype=np.int64), paths
 
 
 def stratified_split(

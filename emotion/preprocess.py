@@ -83,16 +83,20 @@ def normalize(gray: np.ndarray, method: str = "equalize") -> np.ndarray:
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {method!r}")
 
 
-def preprocess_face(face: np.ndarray, normalization: str = "equalize") -> np.ndarray:
-    """A face crop (any size, gray/RGB/RGBA uint8) as the model input: (48, 48, 1) float32 in [0, 1]."""
+def resize_face(face: np.ndarray) -> np.ndarray:
+    """A face crop (any size, gray/RGB/RGBA uint8) as 48x48 uint8 grayscale, its pixels otherwise unchanged."""
     gray = to_gray(face)
     if gray.shape != (INPUT_SIZE, INPUT_SIZE):
         shrinking = gray.shape[0] > INPUT_SIZE or gray.shape[1] > INPUT_SIZE
         gray = cv2.resize(
             gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         )
-    gray = normalize(np.ascontiguousarray(gray), normalization)
-    return (gray.astype(np.float32) * (1.0 / 255.0))[:, :, None]
+    return np.ascontiguousarray(gray)
+
+
+def preprocess_face(face: np.ndarray, normalization: str = "equalize") -> np.ndarray:
+    """A face crop (any size, gray/RGB/RGBA uint8) as the model input: (48, 48, 1) float32 in [0, 1]."""
+    return (normalize(resize_face(face), normalization).astype(np.float32) * (1.0 / 255.0))[:, :, None]
 
 
 def face_input(image: np.ndarray, box: Box, normalization: str = "equalize",
